@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""Send a realistic mixed workload through the sidecar with the real `openai` SDK (used by scripts/demo).
+
+Chinese and English, short and long prompts, streaming and not, several users, concurrently.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import sys
+import time
+
+import openai
+
+PROMPTS_ZH = [
+    "请解释一下什么是灰度发布，以及它为什么能降低上线风险。",
+    "帮我写一段话，介绍在团队里推行代码评审的好处和注意事项。",
+    "我们的服务最近延迟变高了，应该从哪些方面排查？请分步骤说明。",
+    "用通俗的语言解释数据库索引的原理，并说明什么时候不该加索引。",
+    "请总结一下远程办公对团队协作的影响，给出三条改进建议。",
+    "如何向非技术背景的管理者解释技术债务？",
+    "写一段关于城市垃圾分类推广经验的短文。",
+    "请比较一下批处理和流处理的适用场景。",
+    "新员工入职第一周应该怎么安排，才能尽快熟悉业务？",
+    "简单说说机器学习模型上线后为什么需要持续监控。",
+    "请介绍一下如何制定一个可执行的季度目标。",
+    "解释一下缓存穿透、缓存击穿和缓存雪崩的区别。",
+]
+PROMPTS_EN = [
+    "Explain what a canary release is and why it lowers the risk of a deployment.",
+    "Write a short paragraph on the benefits of code review and what to watch out for.",
+    "Our service latency went up last week. How should we investigate, step by step?",
+    "Explain database indexes in plain words, and when not to add one.",
+    "Summarise how remote work affects team collaboration and suggest three improvements.",
+    "How would you explain technical debt to a non-technical manager?",
+    "Give advice for planning a new engineer's first week on the team.",
+    "Compare batch processing and stream processing: when does each fit?",
+    "Why does a machine learning model need monitoring after it ships?",
+    "How do you set quarterly goals that a team can actually act on?",
+    "What is the difference between a process and a thread?",
+    "Describe a good incident post-mortem in a few sentences.",
+]
+
+
+async def one_request(client: openai.AsyncOpenAI, model: str, prompt: str, user: str, stream: bool) -> int:
+    messages = [{"role": "system", "content": "You are a concise assistant."}, {"role": "user", "content": prompt}]
+    if stream:
+        chunks = await client.chat.completions.create(
+            model=model, messages=messages, user=user, stream=True, max_tokens=256
+        )
+        text = "".join([c.choices[0].delta.content or "" async for c in chunks if c.choices])
+    else:
+        result = await client.chat.completions.create(model=model, messages=messages, user=user, max_tokens=256)
+        text = result.choices[0].message.content or ""
+    return len(text)
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--base-url", required=True, help="the sidecar's OpenAI base URL")
+    parser.add_argument("--model", default="primary")
+    parser.add_argument("--rounds", type=int, default=2, help="passes over the prompt list")
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    jobs = [
+        (prompt, f"user-{rng.randrange(40)}", rng.random() < 0.5)
+        for _ in range(args.rounds)
+        for prompt in PROMPTS_ZH + PROMPTS_EN
+    ]
+    rng.shuffle(jobs)
+    client = openai.AsyncOpenAI(base_url=args.base_url, api_key="sk-demo-user", max_retries=1, timeout=120)
+    gate = asyncio.Semaphore(args.concurrency)
+    done = 0
+    started = time.perf_counter()
+
+    async def run(prompt: str, user: str, stream: bool) -> None:
+        nonlocal done
+        async with gate:
+            await one_request(client, args.model, prompt, user, stream)
+            done += 1
+            if done % 8 == 0 or done == len(jobs):
+                print(f"  {done}/{len(jobs)} requests answered", file=sys.stderr, flush=True)
+
+    await asyncio.gather(*(run(*job) for job in jobs))
+    await client.close()
+    print(f"sent {len(jobs)} requests in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

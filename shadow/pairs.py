@@ -1,0 +1,239 @@
+"""The pair: one user exchange as the primary answered it, and as the candidate (and maybe a second primary
+call, the *secondary*) answered the same request.
+
+This module owns the JSONL interchange format that every later step (score, gate, report, replay) reads.
+It is pure: no I/O beyond turning dicts into records and back.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from ulid import ULID
+
+SIDES = ("baseline", "candidate", "secondary")
+"""The three sides of a pair. `baseline` is the primary's answer, the one the user received."""
+
+SIDE_FIELDS = ("status", "latency_ms", "ttft_ms", "finish_reason", "usage", "error", "model", "started_at")
+"""Per-side operational fields; in JSONL each is written as `<side>_<field>`."""
+
+CORE_FIELDS = (
+    "id",
+    "experiment",
+    "created_at",
+    "route",
+    "stream",
+    "request",
+    "prompt",
+    "user_key_hash",
+    "user_bucket",
+    "segment",
+    "user_cancelled",
+)
+
+
+class PairFormatError(ValueError):
+    """A JSONL line that is not a pair; the message says which field is wrong."""
+
+
+def new_pair_id() -> str:
+    """ULIDs sort by creation time, so ids double as a cheap time index."""
+    return str(ULID())
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class SideOutput:
+    """What one upstream answered: the assembled text and the facts around it."""
+
+    text: str | None = None
+    status: int | None = None
+    latency_ms: float | None = None
+    ttft_ms: float | None = None
+    finish_reason: str | None = None
+    usage: dict[str, Any] | None = None
+    error: str | None = None
+    model: str | None = None
+    started_at: datetime | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.status is not None and 200 <= self.status < 300
+
+
+@dataclass(slots=True)
+class Pair:
+    experiment: str
+    request: dict[str, Any]
+    prompt: str
+    route: str = "chat"  # "chat" for /v1/chat/completions, "completions" for /v1/completions
+    stream: bool = False
+    baseline: SideOutput = field(default_factory=SideOutput)
+    candidate: SideOutput | None = None
+    secondary: SideOutput | None = None
+    user_key_hash: str | None = None
+    user_bucket: int | None = None
+    segment: dict[str, str] = field(default_factory=dict)
+    user_cancelled: bool = False
+    id: str = field(default_factory=new_pair_id)
+    created_at: datetime = field(default_factory=utc_now)
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Fields this version does not know (from an import, or added by `shadow score`); kept verbatim."""
+
+    def side(self, name: str) -> SideOutput | None:
+        if name not in SIDES:
+            raise KeyError(name)
+        return getattr(self, name)
+
+    # --- JSONL ---------------------------------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "experiment": self.experiment,
+            "created_at": _format_time(self.created_at),
+            "route": self.route,
+            "stream": self.stream,
+            "request": self.request,
+            "prompt": self.prompt,
+            "user_key_hash": self.user_key_hash,
+            "user_bucket": self.user_bucket,
+            "segment": dict(self.segment),
+            "user_cancelled": self.user_cancelled,
+        }
+        for name in SIDES:
+            side = self.side(name)
+            if side is None:
+                continue
+            out[name] = side.text
+            for f in SIDE_FIELDS:
+                value = getattr(side, f)
+                out[f"{name}_{f}"] = _format_time(value) if isinstance(value, datetime) else value
+        for key, value in self.extra.items():
+            out.setdefault(key, value)
+        return out
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Pair:
+        if not isinstance(obj, dict):
+            raise PairFormatError(f"expected a JSON object, got {type(obj).__name__}")
+        for required in ("experiment", "baseline"):
+            if required not in obj:
+                raise PairFormatError(f"missing required field {required!r}")
+        request = obj.get("request") or {}
+        if not isinstance(request, dict):
+            raise PairFormatError("field 'request' must be an object (the request body as sent)")
+        segment = obj.get("segment") or {}
+        if not isinstance(segment, dict):
+            raise PairFormatError("field 'segment' must be an object of tag names to values")
+        known = set(CORE_FIELDS) | set(SIDES) | {f"{s}_{f}" for s in SIDES for f in SIDE_FIELDS}
+        sides: dict[str, SideOutput | None] = {}
+        for name in SIDES:
+            if name not in obj and not any(f"{name}_{f}" in obj for f in SIDE_FIELDS):
+                sides[name] = None
+                continue
+            values: dict[str, Any] = {"text": obj.get(name)}
+            for f in SIDE_FIELDS:
+                values[f] = obj.get(f"{name}_{f}")
+            if values["started_at"] is not None:
+                values["started_at"] = _parse_time(values["started_at"], f"{name}_started_at")
+            sides[name] = SideOutput(**values)
+        return cls(
+            id=str(obj.get("id") or new_pair_id()),
+            experiment=str(obj["experiment"]),
+            created_at=_parse_time(obj["created_at"], "created_at") if obj.get("created_at") else utc_now(),
+            route=str(obj.get("route") or "chat"),
+            stream=bool(obj.get("stream", False)),
+            request=request,
+            prompt=str(obj.get("prompt") or prompt_of(request)),
+            baseline=sides["baseline"] or SideOutput(),
+            candidate=sides["candidate"],
+            secondary=sides["secondary"],
+            user_key_hash=obj.get("user_key_hash"),
+            user_bucket=obj.get("user_bucket"),
+            segment={str(k): str(v) for k, v in segment.items()},
+            user_cancelled=bool(obj.get("user_cancelled", False)),
+            extra={k: v for k, v in obj.items() if k not in known},
+        )
+
+
+def dumps(pair: Pair) -> str:
+    """One JSONL line (without the newline). Non-ASCII stays readable: the files are for people too."""
+    return json.dumps(pair.to_json(), ensure_ascii=False, separators=(",", ":"))
+
+
+def loads(line: str, *, line_number: int | None = None) -> Pair:
+    where = f"line {line_number}: " if line_number is not None else ""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise PairFormatError(f"{where}not valid JSON ({exc.msg} at column {exc.colno})") from exc
+    try:
+        return Pair.from_json(obj)
+    except PairFormatError as exc:
+        raise PairFormatError(f"{where}{exc}") from exc
+
+
+def prompt_of(request: dict[str, Any]) -> str:
+    """The last user message as text (chat), or the prompt (completions); '' when there is none."""
+    messages = request.get("messages")
+    if isinstance(messages, list):
+        for message in reversed(messages):
+            if isinstance(message, dict) and message.get("role") == "user":
+                return content_text(message.get("content"))
+        return ""
+    prompt = request.get("prompt")
+    if isinstance(prompt, str):
+        return prompt
+    if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
+        return "\n".join(prompt)
+    return ""
+
+
+def content_text(content: Any) -> str:
+    """Message content is a string or a list of typed parts; keep the text parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text"
+        )
+    return ""
+
+
+def _format_time(value: datetime) -> str:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _parse_time(value: Any, name: str) -> datetime:
+    if isinstance(value, datetime):
+        parsed = value
+    else:
+        try:
+            parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise PairFormatError(f"field {name!r} is not an ISO 8601 time: {value!r}") from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+__all__ = [
+    "Pair",
+    "PairFormatError",
+    "SideOutput",
+    "SIDES",
+    "SIDE_FIELDS",
+    "dumps",
+    "loads",
+    "prompt_of",
+    "content_text",
+    "new_pair_id",
+    "utc_now",
+]

@@ -1,0 +1,234 @@
+"""One frozen settings object, built from defaults < TOML file < `SHADOW_*` environment < command-line flags.
+
+Every component receives the `Settings` it needs explicitly; nothing reads the environment on its own.
+A TOML file may use flat keys (`sample_rate = 0.2`) or group them in tables (`[mirror] sample_rate = 0.2`);
+table names are only for the reader, keys are unique across the file.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, get_type_hints
+
+ENV_PREFIX = "SHADOW_"
+
+
+class SettingsError(ValueError):
+    """A setting with a bad value; the message names the setting and what it accepts."""
+
+
+def _opt(default: Any, help_text: str, **extra: Any) -> Any:
+    if isinstance(default, (list, dict, tuple)):
+        return field(default_factory=lambda: default, metadata={"help": help_text, **extra})
+    return field(default=default, metadata={"help": help_text, **extra})
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    # --- upstreams ---------------------------------------------------------------------------------------
+    primary: str = _opt("", "OpenAI base URL of the primary (ends in /v1); every request goes there.")
+    candidate: str = _opt(
+        "", "OpenAI base URL of the candidate (ends in /v1); sampled requests are mirrored."
+    )
+    candidate_model: str = _opt("", "Model name written into mirrored requests; empty keeps the user's.")
+    candidate_api_key: str = _opt(
+        "", "API key sent to the candidate as a bearer token (also SHADOW_CANDIDATE_API_KEY).", secret=True
+    )
+    forward_user_auth_to_candidate: bool = _opt(
+        False, "Send the user's own Authorization header to the candidate. Off: it never leaves for it."
+    )
+    primary_connect_timeout_s: float = _opt(10.0, "Connect timeout towards the primary.")
+    primary_read_timeout_s: float = _opt(600.0, "Longest silence between two bytes from the primary.")
+    max_body_bytes: int = _opt(8 * 1024 * 1024, "Request bodies over this size are refused with 413.")
+
+    # --- listeners ---------------------------------------------------------------------------------------
+    listen: str = _opt("127.0.0.1:8080", "HOST:PORT for the chat traffic.")
+    admin_listen: str = _opt("127.0.0.1:9090", "HOST:PORT for /healthz, /metrics and the gate API.")
+    admin_token: str = _opt(
+        "",
+        "Bearer token for admin endpoints; required when the admin listener is not on loopback.",
+        secret=True,
+    )
+    experiment: str = _opt("default", "Experiment name stored with every pair.")
+
+    # --- mirroring ---------------------------------------------------------------------------------------
+    sample_rate: float = _opt(0.1, "Share of users (0-1) whose requests are mirrored; sticky per user key.")
+    user_key_header: str = _opt("X-User-Id", "Header holding the user key when the body has no `user`.")
+    force_header: str = _opt("X-Shadow-Mirror", "Request header forcing mirroring: 'on'/'1' or 'off'/'0'.")
+    segment_headers: tuple[str, ...] = _opt(
+        (), "Request headers copied as segment tags, as HEADER or HEADER=tag (e.g. X-Region=region)."
+    )
+    secondary_rate: float = _opt(
+        0.1, "Share of mirrored requests also sent again to the primary (noise floor)."
+    )
+    max_mirrors_in_flight: int = _opt(16, "Candidate calls running at once.")
+    mirror_queue_size: int = _opt(256, "Mirrors waiting for a slot; past it a mirror is dropped and counted.")
+    candidate_timeout_s: float = _opt(120.0, "Total time a mirrored call may take.")
+    breaker_failures: int = _opt(5, "Consecutive candidate failures that open the circuit breaker.")
+    breaker_cooldown_s: float = _opt(30.0, "Seconds the breaker stays open before a probe is let through.")
+    budget_requests_per_s: float = _opt(0.0, "Mirrored requests per second at most; 0 means no cap.")
+    budget_candidate_tokens_per_hour: int = _opt(0, "Candidate tokens per hour at most; 0 means no cap.")
+    mirror_window: str = _opt(
+        "", "Mirror only inside this UTC time window, 'HH:MM-HH:MM' (may wrap midnight); empty = always."
+    )
+    redact: tuple[str, ...] = _opt(
+        ("email", "phone", "cn_id", "bank_card"),
+        "Kinds of personal data replaced by typed placeholders before storing; empty stores text as is.",
+    )
+    drain_timeout_s: float = _opt(20.0, "On SIGTERM, how long in-flight mirrors may finish.")
+
+    # --- store -------------------------------------------------------------------------------------------
+    db: str = _opt(
+        "sqlite:///shadow.db", "SQLAlchemy URL of the pair store (sqlite:///path or postgresql://)."
+    )
+    spool_path: str = _opt(
+        "",
+        "Append-only spool used while the database is unavailable; empty: next to the db or ./shadow.spool.",
+    )
+    store_batch_size: int = _opt(64, "Pairs written per transaction.")
+    store_flush_interval_s: float = _opt(
+        0.5, "Longest a finished pair waits before it is written or spooled."
+    )
+    log_level: str = _opt("INFO", "Logging level.")
+
+    # ----------------------------------------------------------------------------------------------------
+
+    def __post_init__(self) -> None:
+        for name in ("sample_rate", "secondary_rate"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise SettingsError(f"{name} must be between 0 and 1, got {value}")
+        for name in ("max_mirrors_in_flight", "mirror_queue_size", "store_batch_size", "max_body_bytes"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("listen", "admin_listen"):
+            split_host_port(getattr(self, name), name)
+
+    @property
+    def resolved_spool_path(self) -> Path:
+        if self.spool_path:
+            return Path(self.spool_path)
+        if self.db.startswith("sqlite:///") and self.db != "sqlite:///:memory:":
+            return Path(self.db.removeprefix("sqlite:///") + ".spool")
+        return Path("shadow.spool")
+
+    def with_overrides(self, **values: Any) -> Settings:
+        return replace(self, **coerce_values(values, source="override"))
+
+    def public_dict(self) -> dict[str, Any]:
+        """For logs and --help: secrets shown only as set / unset."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = ("<set>" if value else "<unset>") if f.metadata.get("secret") else value
+        return out
+
+
+def split_host_port(value: str, name: str = "address") -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise SettingsError(f"{name} must be HOST:PORT, got {value!r}")
+    return (host.strip("[]") or "0.0.0.0"), int(port)
+
+
+def setting_fields() -> list[Any]:
+    return list(fields(Settings))
+
+
+def _types() -> dict[str, Any]:
+    return get_type_hints(Settings)
+
+
+def coerce_values(values: Mapping[str, Any], *, source: str) -> dict[str, Any]:
+    types = _types()
+    out: dict[str, Any] = {}
+    for key, raw in values.items():
+        if key not in types:
+            known = ", ".join(sorted(types))
+            raise SettingsError(f"unknown setting {key!r} in {source}; known settings: {known}")
+        out[key] = _coerce(key, raw, types[key], source)
+    return out
+
+
+def _coerce(key: str, raw: Any, target: Any, source: str) -> Any:
+    try:
+        if target is bool:
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in {"1", "true", "yes", "on"}:
+                return True
+            if text in {"0", "false", "no", "off", ""}:
+                return False
+            raise ValueError(raw)
+        if target is int:
+            return int(raw)
+        if target is float:
+            return float(raw)
+        if target is str:
+            return str(raw)
+        if target == tuple[str, ...]:
+            if isinstance(raw, str):
+                return tuple(item.strip() for item in raw.split(",") if item.strip())
+            return tuple(str(item) for item in raw)
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"setting {key!r} from {source}: cannot use {raw!r} as {target}") from exc
+    raise SettingsError(f"setting {key!r}: unsupported type {target}")
+
+
+def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError as exc:
+        raise SettingsError(f"config file {path} does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"config file {path} is not valid TOML: {exc}") from exc
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        items = value.items() if isinstance(value, dict) else [(key, value)]
+        for inner_key, inner_value in items:
+            if inner_key in flat:
+                raise SettingsError(f"config file {path}: setting {inner_key!r} is given twice")
+            flat[inner_key] = inner_value
+    return flat
+
+
+def read_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    names = {f.name for f in fields(Settings)}
+    found = {}
+    for key, value in environ.items():
+        if key.startswith(ENV_PREFIX):
+            name = key.removeprefix(ENV_PREFIX).lower()
+            if name in names:
+                found[name] = value
+    return found
+
+
+def load_settings(
+    *,
+    config_path: str | os.PathLike[str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Merge the sources in increasing precedence. Flags whose value is None were not given."""
+    values: dict[str, Any] = {}
+    if config_path:
+        values.update(coerce_values(read_toml(config_path), source=str(config_path)))
+    values.update(
+        coerce_values(read_environment(os.environ if environ is None else environ), source="environment")
+    )
+    if flags:
+        values.update(coerce_values({k: v for k, v in flags.items() if v is not None}, source="command line"))
+    return Settings(**values)
+
+
+def default_of(name: str) -> Any:
+    f = next(f for f in fields(Settings) if f.name == name)
+    if f.default is not MISSING:
+        return f.default
+    return f.default_factory()  # type: ignore[misc]

@@ -1,0 +1,211 @@
+"""The stored shape of a pair and of its scores, and the conversion between a `Pair` and a table row.
+
+Columns mirror the JSONL fields one to one (`shadow.pairs`), so a row converts to the same JSONL line it
+came from. The migrations in `migrations/versions/` must describe exactly these tables: `check()` in
+`shadow.store.database` fails when they drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from shadow.pairs import SIDE_FIELDS, SIDES, Pair, SideOutput
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+"""Named constraints let later migrations drop or alter them on every backend (SQLite batch mode needs it)."""
+
+# JSONB on PostgreSQL: indexable and compact. `none_as_null` stores Python None as SQL NULL rather than the
+# JSON literal `null`, so "no usage reported" is one thing, not two.
+JsonType = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+
+# Timestamps are always stored in UTC. SQLite keeps no offset, so rows read back from it are naive and
+# `row_to_pair` re-attaches UTC.
+Timestamp = DateTime(timezone=True)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class PairRow(Base):
+    __tablename__ = "pairs"
+    __table_args__ = (Index("ix_pairs_experiment_created_at", "experiment", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)  # a ULID: sorts by creation time
+    experiment: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    route: Mapped[str] = mapped_column(String(32))
+    stream: Mapped[bool] = mapped_column(Boolean)
+    request: Mapped[dict[str, Any]] = mapped_column(JsonType)
+    prompt: Mapped[str] = mapped_column(Text)
+    user_key_hash: Mapped[str | None] = mapped_column(String(64))
+    user_bucket: Mapped[int | None] = mapped_column(Integer)
+    segment: Mapped[dict[str, str]] = mapped_column(JsonType)
+    user_cancelled: Mapped[bool] = mapped_column(Boolean)
+    extra: Mapped[dict[str, Any]] = mapped_column(JsonType)
+
+    baseline_text: Mapped[str | None] = mapped_column(Text)
+    baseline_status: Mapped[int | None] = mapped_column(Integer)
+    baseline_latency_ms: Mapped[float | None] = mapped_column(Float)
+    baseline_ttft_ms: Mapped[float | None] = mapped_column(Float)
+    baseline_finish_reason: Mapped[str | None] = mapped_column(String(64))
+    baseline_usage: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    baseline_error: Mapped[str | None] = mapped_column(Text)
+    baseline_model: Mapped[str | None] = mapped_column(String(200))
+    baseline_started_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+    # A side is absent (None in the dataclass) exactly when its has_ flag is false; its columns are NULL.
+    has_candidate: Mapped[bool] = mapped_column(Boolean)
+    candidate_text: Mapped[str | None] = mapped_column(Text)
+    candidate_status: Mapped[int | None] = mapped_column(Integer)
+    candidate_latency_ms: Mapped[float | None] = mapped_column(Float)
+    candidate_ttft_ms: Mapped[float | None] = mapped_column(Float)
+    candidate_finish_reason: Mapped[str | None] = mapped_column(String(64))
+    candidate_usage: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    candidate_error: Mapped[str | None] = mapped_column(Text)
+    candidate_model: Mapped[str | None] = mapped_column(String(200))
+    candidate_started_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+    has_secondary: Mapped[bool] = mapped_column(Boolean)
+    secondary_text: Mapped[str | None] = mapped_column(Text)
+    secondary_status: Mapped[int | None] = mapped_column(Integer)
+    secondary_latency_ms: Mapped[float | None] = mapped_column(Float)
+    secondary_ttft_ms: Mapped[float | None] = mapped_column(Float)
+    secondary_finish_reason: Mapped[str | None] = mapped_column(String(64))
+    secondary_usage: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    secondary_error: Mapped[str | None] = mapped_column(Text)
+    secondary_model: Mapped[str | None] = mapped_column(String(200))
+    secondary_started_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class ScoreRow(Base):
+    """One evaluator's verdict on one pair; re-scoring with a new evaluator version adds a row."""
+
+    __tablename__ = "scores"
+    __table_args__ = (
+        UniqueConstraint("pair_id", "evaluator", "version"),
+        Index("ix_scores_evaluator_version", "evaluator", "version"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    pair_id: Mapped[str] = mapped_column(String(26), ForeignKey("pairs.id", ondelete="CASCADE"))
+    evaluator: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str] = mapped_column(String(32))
+    result: Mapped[dict[str, Any]] = mapped_column(JsonType)
+    scored_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+pairs_table = PairRow.__table__
+scores_table = ScoreRow.__table__
+
+
+def pair_to_row(pair: Pair) -> dict[str, Any]:
+    """The column values for one pair, ready for a Core `insert(pairs_table)`."""
+    row: dict[str, Any] = {
+        "id": pair.id,
+        "experiment": pair.experiment,
+        "created_at": _to_utc(pair.created_at),
+        "route": pair.route,
+        "stream": pair.stream,
+        "request": pair.request,
+        "prompt": pair.prompt,
+        "user_key_hash": pair.user_key_hash,
+        "user_bucket": pair.user_bucket,
+        "segment": dict(pair.segment),
+        "user_cancelled": pair.user_cancelled,
+        "extra": dict(pair.extra),
+    }
+    for name in SIDES:
+        side = pair.side(name)
+        if name != "baseline":
+            row[f"has_{name}"] = side is not None
+        side = side or SideOutput()
+        row[f"{name}_text"] = side.text
+        for f in SIDE_FIELDS:
+            value = getattr(side, f)
+            row[f"{name}_{f}"] = _to_utc(value) if isinstance(value, datetime) else value
+    return row
+
+
+def row_to_pair(row: Mapping[str, Any] | Any) -> Pair:
+    """Rebuild the `Pair` from a row mapping (or a Core `Row`, or a `PairRow`)."""
+    values: Mapping[str, Any]
+    if isinstance(row, Mapping):
+        values = row
+    elif hasattr(row, "_mapping"):
+        values = row._mapping
+    else:
+        values = {column.key: getattr(row, column.key) for column in pairs_table.columns}
+    sides: dict[str, SideOutput | None] = {}
+    for name in SIDES:
+        if name != "baseline" and not values[f"has_{name}"]:
+            sides[name] = None
+            continue
+        fields = {f: values[f"{name}_{f}"] for f in SIDE_FIELDS}
+        fields["started_at"] = _from_db_time(fields["started_at"])
+        sides[name] = SideOutput(text=values[f"{name}_text"], **fields)
+    return Pair(
+        id=values["id"],
+        experiment=values["experiment"],
+        created_at=_to_utc(values["created_at"]),
+        route=values["route"],
+        stream=bool(values["stream"]),
+        request=values["request"],
+        prompt=values["prompt"],
+        baseline=sides["baseline"] or SideOutput(),
+        candidate=sides["candidate"],
+        secondary=sides["secondary"],
+        user_key_hash=values["user_key_hash"],
+        user_bucket=values["user_bucket"],
+        segment=dict(values["segment"] or {}),
+        user_cancelled=bool(values["user_cancelled"]),
+        extra=dict(values["extra"] or {}),
+    )
+
+
+def _to_utc(value: datetime) -> datetime:
+    # SQLite's DATETIME drops the offset without converting, so convert before it gets the chance.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _from_db_time(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return _to_utc(value)
+
+
+__all__ = [
+    "Base",
+    "JsonType",
+    "NAMING_CONVENTION",
+    "PairRow",
+    "ScoreRow",
+    "pair_to_row",
+    "pairs_table",
+    "row_to_pair",
+    "scores_table",
+]
