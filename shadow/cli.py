@@ -160,7 +160,9 @@ def _delegate(module: str) -> Callable[[argparse.Namespace], int]:
 # --- the parser ----------------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The full parser. Delegated subcommands import their module (torch, scipy, matplotlib...) only when
+    `command` names them, so `shadow serve` and `shadow --help` start in a fraction of a second."""
     parser = argparse.ArgumentParser(
         prog="shadow",
         description="Mirror real chat traffic to a candidate LLM, score how it diverges, and gate its promotion.",
@@ -208,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("gate", "shadow.gate.command", "judge the candidate: pass / fail / inconclusive"),
         ("report", "reports.command", "write the self-contained HTML divergence report"),
     ):
-        _add_delegated(sub, name, module, help_text)
+        _add_delegated(sub, name, module, help_text, load=name == command)
 
     sim = sub.add_parser("simulate", help="serve a simulated OpenAI-compatible model (for trying shadow-eval)")
     sim.add_argument("--listen", default="127.0.0.1:8001", help="HOST:PORT (default: %(default)s)")
@@ -224,10 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_delegated(sub: Any, name: str, module: str, help_text: str) -> None:
+def _add_delegated(sub: Any, name: str, module: str, help_text: str, *, load: bool) -> None:
     import importlib
 
     command = sub.add_parser(name, help=help_text, description=help_text)
+    if not load:
+        return
     try:
         importlib.import_module(module).add_arguments(command)
     except ImportError as exc:
@@ -243,8 +247,22 @@ def _unavailable(name: str, exc: ImportError) -> Callable[[argparse.Namespace], 
     return run
 
 
+def _subcommand_of(argv: list[str]) -> str | None:
+    """The first positional argument, skipping the value of a top-level `--config FILE`."""
+    skip_next = False
+    for arg in argv:
+        if skip_next:
+            skip_next = False
+        elif arg == "--config":
+            skip_next = True
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_subcommand_of(argv))
     args = parser.parse_args(argv)
     if not hasattr(args, "config"):
         args.config = None

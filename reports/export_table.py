@@ -1,0 +1,223 @@
+"""Scored pairs as one flat, pandas-ready table: one row per pair, one column per score or fact.
+
+`shadow export --scores` writes it for analysts; the report builds its statistics from it, so a number on
+the page can be recomputed from the export. Pure apart from `write_table`.
+
+Derived columns: `language` (zh / en / other, from the prompt, else the primary's answer),
+`prompt_units` with `prompt_length` (short < 50 units, medium < 300, long), and `answer_units` with
+`answer_length` (the primary's answer: short < 100 units, medium < 500, long). Segment tags become
+`segment_<tag>` columns.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from evaluators.text import count_units, language_of
+
+SIDES = ("baseline", "candidate", "secondary")
+SCORED_SIDES = ("baseline", "candidate", "secondary")
+PROMPT_LENGTH_BUCKETS = ((50, "short"), (300, "medium"), (math.inf, "long"))
+ANSWER_LENGTH_BUCKETS = ((100, "short"), (500, "medium"), (math.inf, "long"))
+LANGUAGE_SAMPLE_CHARS = 300
+"""`language_of` reads only the start of a text: enough to tell zh from en, and cheap at 100,000 pairs."""
+
+FORMATS = ("parquet", "csv")
+
+
+class ExportError(ValueError):
+    """A table that cannot be written as asked; the message says what to change."""
+
+
+def bucket_of(units: int | None, buckets: tuple[tuple[float, str], ...]) -> str | None:
+    """The name of the first bucket whose upper bound exceeds `units`.
+
+    >>> bucket_of(10, PROMPT_LENGTH_BUCKETS), bucket_of(300, PROMPT_LENGTH_BUCKETS), bucket_of(None, ())
+    ('short', 'long', None)
+    """
+    if units is None:
+        return None
+    for upper, name in buckets:
+        if units < upper:
+            return name
+    return buckets[-1][1]
+
+
+def side_ok(record: Mapping[str, Any], side: str) -> bool | None:
+    """Whether `side` answered (2xx, no error); None when the pair has no such side."""
+    if side not in record and f"{side}_status" not in record:
+        return None
+    status = record.get(f"{side}_status")
+    return record.get(f"{side}_error") is None and isinstance(status, int) and 200 <= status < 300
+
+
+def pair_language(record: Mapping[str, Any]) -> str:
+    for text in (record.get("prompt"), record.get("baseline")):
+        if isinstance(text, str):
+            language = language_of(text[:LANGUAGE_SAMPLE_CHARS])
+            if language != "other":
+                return language
+    return "other"
+
+
+def flatten_record(record: Mapping[str, Any], *, include_texts: bool = False) -> dict[str, Any]:
+    """One scored pair (a JSONL object) as a flat dict of scalars."""
+    prompt = record.get("prompt") if isinstance(record.get("prompt"), str) else ""
+    baseline_text = record.get("baseline") if isinstance(record.get("baseline"), str) else ""
+    length = _mapping(record.get("length"))
+    prompt_units = count_units(prompt)
+    answer_units = length.get("baseline_units")
+    if not isinstance(answer_units, int | float):
+        answer_units = count_units(baseline_text) if baseline_text else None
+    row: dict[str, Any] = {
+        "id": record.get("id"),
+        "experiment": record.get("experiment"),
+        "created_at": _time(record.get("created_at")),
+        "route": record.get("route"),
+        "stream": bool(record.get("stream", False)),
+        "user_cancelled": bool(record.get("user_cancelled", False)),
+        "user_bucket": record.get("user_bucket"),
+        "language": pair_language(record),
+        "prompt_units": prompt_units,
+        "prompt_length": bucket_of(prompt_units, PROMPT_LENGTH_BUCKETS),
+        "answer_units": answer_units,
+        "answer_length": bucket_of(answer_units, ANSWER_LENGTH_BUCKETS),
+    }
+    for side in SIDES:
+        usage = _mapping(record.get(f"{side}_usage"))
+        row[f"{side}_ok"] = side_ok(record, side)
+        row[f"{side}_status"] = record.get(f"{side}_status")
+        row[f"{side}_latency_ms"] = _number(record.get(f"{side}_latency_ms"))
+        row[f"{side}_ttft_ms"] = _number(record.get(f"{side}_ttft_ms"))
+        row[f"{side}_finish_reason"] = record.get(f"{side}_finish_reason")
+        row[f"{side}_error"] = _text_or_none(record.get(f"{side}_error"))
+        row[f"{side}_model"] = record.get(f"{side}_model")
+        row[f"{side}_prompt_tokens"] = _number(usage.get("prompt_tokens"))
+        row[f"{side}_completion_tokens"] = _number(usage.get("completion_tokens"))
+    _add_scores(row, "", record)
+    _add_scores(row, "noise_", _mapping(record.get("noise")))
+    for side in SCORED_SIDES:
+        loop = _mapping(_mapping(record.get("loop")).get(side))
+        span = loop.get("span")
+        has_span = isinstance(span, list | tuple) and len(span) == 2
+        row[f"loop_{side}_score"] = _number(loop.get("score"))
+        row[f"loop_{side}_flag"] = _flag(loop.get("flag"))
+        row[f"loop_{side}_span_start"] = _number(span[0]) if has_span else None
+        row[f"loop_{side}_span_end"] = _number(span[1]) if has_span else None
+        coherence = _mapping(_mapping(record.get("coherence")).get(side))
+        breaks = coherence.get("breaks")
+        row[f"coherence_{side}_applicable"] = _flag(coherence.get("applicable"))
+        row[f"coherence_{side}_score"] = _number(coherence.get("score"))
+        row[f"coherence_{side}_breaks"] = len(breaks) if isinstance(breaks, list) else None
+    segment = _mapping(record.get("segment"))
+    for key, value in segment.items():
+        row[f"segment_{key}"] = None if value is None else str(value)
+    if include_texts:
+        row["prompt"] = prompt
+        for side in SIDES:
+            row[f"{side}_text"] = _text_or_none(record.get(side))
+    return row
+
+
+def scores_frame(records: Iterable[Mapping[str, Any]], *, include_texts: bool = False) -> pd.DataFrame:
+    """All pairs as a DataFrame; score columns are float (NaN where a score is missing)."""
+    # The cyclic GC would rescan the growing list of row dicts again and again (quadratic at 100,000
+    # pairs); rows hold no cycles, so it is paused while they are built.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        rows = [flatten_record(record, include_texts=include_texts) for record in records]
+    finally:
+        if collecting:
+            gc.enable()
+    frame = pd.DataFrame.from_records(rows)
+    if frame.empty:
+        frame = pd.DataFrame(columns=list(flatten_record({}, include_texts=include_texts)))
+    frame["created_at"] = pd.to_datetime(frame["created_at"], utc=True)
+    for column in frame.columns:
+        if column.endswith(("_score", "_ms", "_tokens", "_units", "_ratio", "_start", "_end", "_breaks")) or (
+            column.startswith(("semantic_", "noise_semantic_"))
+        ):
+            frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+    return frame
+
+
+def write_table(records: Iterable[Mapping[str, Any]], path: str | Path, format: str | None = None) -> Path:
+    """Write the flat table as parquet or csv (by `format`, else by the file's suffix)."""
+    path = Path(path)
+    chosen = (format or path.suffix.lstrip(".")).lower()
+    if chosen not in FORMATS:
+        raise ExportError(f"unknown table format {chosen!r}; use --format parquet or --format csv")
+    frame = scores_frame(records)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if chosen == "parquet":
+        # Object columns may mix None and str (segment tags); parquet wants one type per column.
+        frame.to_parquet(path, index=False)
+    else:
+        frame.to_csv(path, index=False)
+    return path
+
+
+def _add_scores(row: dict[str, Any], prefix: str, source: Mapping[str, Any]) -> None:
+    semantic = _mapping(source.get("semantic"))
+    for key in ("similarity", "divergence", "precision", "recall"):
+        row[f"{prefix}semantic_{key}"] = _number(semantic.get(key))
+    length = _mapping(source.get("length"))
+    for key in ("baseline_units", "candidate_units", "log_ratio"):
+        row[f"{prefix}length_{key}"] = _number(length.get(key))
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _number(value: Any) -> float | None:
+    kind = type(value)
+    if kind is float:
+        return value if math.isfinite(value) else None
+    if kind is int:
+        return float(value)
+    return None  # None, bool, str, anything else
+
+
+def _flag(value: Any) -> bool | None:
+    return bool(value) if isinstance(value, bool | int) else None
+
+
+def _text_or_none(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+def _time(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, str) and value:
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return None
+
+
+__all__ = [
+    "ANSWER_LENGTH_BUCKETS",
+    "ExportError",
+    "FORMATS",
+    "PROMPT_LENGTH_BUCKETS",
+    "bucket_of",
+    "flatten_record",
+    "pair_language",
+    "scores_frame",
+    "side_ok",
+    "write_table",
+]
