@@ -42,7 +42,9 @@ def bearer_token_middleware(token: str) -> Callable[..., Awaitable[web.StreamRes
     expected = f"Bearer {token}".encode()
 
     @web.middleware
-    async def check_token(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+    async def check_token(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ):
         if request.path in UNAUTHENTICATED_PATHS:
             return await handler(request)
         given = request.headers.get("Authorization", "").encode()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -44,9 +45,13 @@ def _settings_flags(parser: argparse.ArgumentParser, names: Sequence[str] | None
         help_text = f"{f.metadata.get('help', '')} (default: {shown!r})".replace("%", "%%")
         kind = types[f.name]
         if kind is bool:
-            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+            group.add_argument(
+                flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
         elif kind in (int, float):
-            group.add_argument(flag, dest=f.name, type=kind, default=None, metavar=f.name.upper(), help=help_text)
+            group.add_argument(
+                flag, dest=f.name, type=kind, default=None, metavar=f.name.upper(), help=help_text
+            )
         else:
             group.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper(), help=help_text)
 
@@ -64,9 +69,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     if not settings.primary:
-        raise UserError("--primary is required: the OpenAI base URL of the model your users get (ending in /v1)")
+        raise UserError(
+            "--primary is required: the OpenAI base URL of the model your users get (ending in /v1)"
+        )
     if not settings.candidate:
-        raise UserError("--candidate is required: the OpenAI base URL of the model to evaluate (ending in /v1)")
+        raise UserError(
+            "--candidate is required: the OpenAI base URL of the model to evaluate (ending in /v1)"
+        )
     asyncio.run(serve_forever(settings))
     return 0
 
@@ -92,7 +101,9 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     database.upgrade(settings.db)
-    report = jsonl.import_pairs(database.make_engine(settings.db), args.input, experiment=args.into_experiment)
+    report = jsonl.import_pairs(
+        database.make_engine(settings.db), args.input, experiment=args.into_experiment
+    )
     print(report.summary() if hasattr(report, "summary") else report)
     return 0 if not getattr(report, "rejected", 0) else 1
 
@@ -112,7 +123,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"wrote {len(records)} scored pairs to {args.output}")
         return 0
     if args.format != "jsonl":
-        raise UserError("--format csv/parquet needs --scores (a flat table of scored pairs); pairs export as jsonl")
+        raise UserError(
+            "--format csv/parquet needs --scores (a flat table of scored pairs); pairs export as jsonl"
+        )
     count = jsonl.export_pairs(engine, args.output, experiment=experiment)
     print(f"wrote {count} pairs to {args.output}", file=sys.stderr)
     return 0
@@ -141,10 +154,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         finally:
             await runner.cleanup()
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run())
-    except KeyboardInterrupt:
-        pass
     return 0
 
 
@@ -212,10 +223,14 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     ):
         _add_delegated(sub, name, module, help_text, load=name == command)
 
-    sim = sub.add_parser("simulate", help="serve a simulated OpenAI-compatible model (for trying shadow-eval)")
+    sim = sub.add_parser(
+        "simulate", help="serve a simulated OpenAI-compatible model (for trying shadow-eval)"
+    )
     sim.add_argument("--listen", default="127.0.0.1:8001", help="HOST:PORT (default: %(default)s)")
     sim.add_argument("--model", default="sim-model", help="model name it reports")
-    sim.add_argument("--behaviour", default="normal", help="normal, loop, verbose, hang, error500, garbage, ...")
+    sim.add_argument(
+        "--behaviour", default="normal", help="normal, loop, verbose, hang, error500, garbage, ..."
+    )
     sim.add_argument("--delay", type=float, default=0.0, help="seconds before the first byte")
     sim.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between streamed chunks")
     sim.add_argument("--variation", type=float, default=0.0, help="chance a sentence differs between calls")

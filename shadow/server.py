@@ -11,13 +11,14 @@ from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
+from sqlalchemy import Engine
 
-from shadow.admin import create_admin_app
+from shadow.admin import admin_token_required, create_admin_app
 from shadow.metrics import SidecarMetrics
 from shadow.mirror import Mirror
 from shadow.proxy import Proxy
 from shadow.settings import Settings, split_host_port
-from shadow.store.database import redact_url, upgrade
+from shadow.store.database import make_engine, redact_url, upgrade
 from shadow.store.writer import PairWriter
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ class Sidecar:
     mirror_session: aiohttp.ClientSession
     user_runner: web.AppRunner
     admin_runner: web.AppRunner
+    store_engine: Engine
 
     @property
     def user_url(self) -> str:
@@ -57,6 +59,7 @@ class Sidecar:
         await self.primary_session.close()
         await self.mirror_session.close()
         await self.admin_runner.cleanup()
+        self.store_engine.dispose()
         log.info("sidecar stopped")
 
 
@@ -66,6 +69,24 @@ def _client_session() -> aiohttp.ClientSession:
     return aiohttp.ClientSession(
         auto_decompress=False, connector=aiohttp.TCPConnector(limit=0, limit_per_host=0), trust_env=False
     )
+
+
+def _mount_gate(app: web.Application, settings: Settings, metrics: SidecarMetrics) -> Engine:
+    """The gate API reads scored pairs from the same store the sidecar writes to (`shadow score --db`)."""
+    from evaluators.store_mode import load_scored_pairs
+    from shadow.gate import load_policy
+    from shadow.gate.http import add_gate_routes
+
+    engine = make_engine(settings.db)
+    add_gate_routes(
+        app,
+        load_records=lambda experiment: list(load_scored_pairs(engine, experiment or settings.experiment)),
+        policy=load_policy(settings.gate_policy or None),
+        registry=metrics.registry,
+        admin_token=settings.admin_token or None,
+        require_token=admin_token_required(settings),
+    )
+    return engine
 
 
 async def start_sidecar(settings: Settings, *, migrate: bool = True) -> Sidecar:
@@ -95,7 +116,10 @@ async def start_sidecar(settings: Settings, *, migrate: bool = True) -> Sidecar:
         metrics.queue_depth.set(mirror.queue_depth)
 
     admin_app = create_admin_app(settings, metrics, health=health, before_scrape=before_scrape)
-    user_runner = web.AppRunner(proxy.create_app(), access_log=None, shutdown_timeout=settings.drain_timeout_s)
+    store_engine = _mount_gate(admin_app, settings, metrics)
+    user_runner = web.AppRunner(
+        proxy.create_app(), access_log=None, shutdown_timeout=settings.drain_timeout_s
+    )
     admin_runner = web.AppRunner(admin_app, access_log=None)
     await user_runner.setup()
     await admin_runner.setup()
@@ -103,7 +127,17 @@ async def start_sidecar(settings: Settings, *, migrate: bool = True) -> Sidecar:
     await web.TCPSite(user_runner, host, port).start()
     admin_host, admin_port = split_host_port(settings.admin_listen, "admin_listen")
     await web.TCPSite(admin_runner, admin_host, admin_port).start()
-    sidecar = Sidecar(settings, metrics, writer, mirror, primary_session, mirror_session, user_runner, admin_runner)
+    sidecar = Sidecar(
+        settings,
+        metrics,
+        writer,
+        mirror,
+        primary_session,
+        mirror_session,
+        user_runner,
+        admin_runner,
+        store_engine,
+    )
     log.info(
         "sidecar listening on %s (admin %s); primary %s, candidate %s, sample rate %.3f, store %s",
         sidecar.user_url,

@@ -54,6 +54,9 @@ class Settings:
         secret=True,
     )
     experiment: str = _opt("default", "Experiment name stored with every pair.")
+    gate_policy: str = _opt(
+        "", "Gate policy TOML for the admin gate API; empty uses the documented defaults."
+    )
 
     # --- mirroring ---------------------------------------------------------------------------------------
     sample_rate: float = _opt(0.1, "Share of users (0-1) whose requests are mirrored; sticky per user key.")

@@ -80,7 +80,9 @@ async def capture_stack(
     runners.append(primary_runner)
     candidate_state = None
     if candidate_url is None:
-        candidate_runner, candidate_url = await start_simulator(candidate_sim or SimulatedModel(name="candidate"))
+        candidate_runner, candidate_url = await start_simulator(
+            candidate_sim or SimulatedModel(name="candidate")
+        )
         runners.append(candidate_runner)
         candidate_state = candidate_runner.app[STATE]
     tmp_path.mkdir(parents=True, exist_ok=True)

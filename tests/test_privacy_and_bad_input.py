@@ -9,7 +9,6 @@ import socket
 import aiohttp
 import openai
 
-from shadow.simulator import SimulatedModel
 from tests.harness import capture_stack
 
 USER_KEY = "sk-user-SECRET-7f3a9c"

@@ -48,12 +48,33 @@ def test_bad_values_say_what_is_wrong(tmp_path):
 def test_serve_flags_named_in_the_issue_parse_into_settings(monkeypatch):
     monkeypatch.delenv("SHADOW_SAMPLE_RATE", raising=False)
     args = build_parser().parse_args(
-        "serve --primary http://a/v1 --candidate http://b/v1 --candidate-model b --listen 127.0.0.1:8080 "
-        "--admin-listen 127.0.0.1:9090 --sample-rate 0.25 --db sqlite:///x.db --experiment e1 "
-        "--forward-user-auth-to-candidate".split()
+        [
+            "serve",
+            "--primary",
+            "http://a/v1",
+            "--candidate",
+            "http://b/v1",
+            "--candidate-model",
+            "b",
+            "--listen",
+            "127.0.0.1:8080",
+            "--admin-listen",
+            "127.0.0.1:9090",
+            "--sample-rate",
+            "0.25",
+            "--db",
+            "sqlite:///x.db",
+            "--experiment",
+            "e1",
+            "--forward-user-auth-to-candidate",
+        ]
     )
     settings = settings_from(args)
-    assert (settings.primary, settings.candidate, settings.candidate_model) == ("http://a/v1", "http://b/v1", "b")
+    assert (settings.primary, settings.candidate, settings.candidate_model) == (
+        "http://a/v1",
+        "http://b/v1",
+        "b",
+    )
     assert settings.sample_rate == 0.25 and settings.experiment == "e1" and settings.db == "sqlite:///x.db"
     assert settings.forward_user_auth_to_candidate is True
 
@@ -62,8 +83,17 @@ def test_help_is_complete_and_secrets_are_not_shown():
     help_text = subprocess.run(
         [sys.executable, "-m", "shadow.cli", "serve", "--help"], capture_output=True, text=True, check=True
     ).stdout
-    for flag in ("--primary", "--candidate-model", "--sample-rate", "--secondary-rate", "--mirror-window",
-                 "--budget-candidate-tokens-per-hour", "--redact", "--drain-timeout-s", "--config"):
+    for flag in (
+        "--primary",
+        "--candidate-model",
+        "--sample-rate",
+        "--secondary-rate",
+        "--mirror-window",
+        "--budget-candidate-tokens-per-hour",
+        "--redact",
+        "--drain-timeout-s",
+        "--config",
+    ):
         assert flag in help_text
     assert "<secret>" in help_text
 
@@ -80,8 +110,13 @@ def test_export_and_import_round_trip_through_the_cli(tmp_path, capsys):
     from shadow.pairs import Pair, SideOutput, dumps
 
     source = tmp_path / "in.jsonl"
-    pair = Pair(experiment="e", request={"messages": [{"role": "user", "content": "你好"}]}, prompt="你好",
-                baseline=SideOutput(text="您好！", status=200), candidate=SideOutput(text="你好呀", status=200))
+    pair = Pair(
+        experiment="e",
+        request={"messages": [{"role": "user", "content": "你好"}]},
+        prompt="你好",
+        baseline=SideOutput(text="您好！", status=200),
+        candidate=SideOutput(text="你好呀", status=200),
+    )
     source.write_text(dumps(pair) + "\n", encoding="utf-8")
     db = f"sqlite:///{tmp_path}/s.db"
     assert main(["import", str(source), "--db", db]) == 0

@@ -14,9 +14,13 @@ from tests.harness import capture_stack, read_pairs
 
 
 @pytest.mark.timeout(180)
-async def test_postgres_outage_during_traffic_loses_and_duplicates_nothing(postgres_server, postgres_url, tmp_path):
+async def test_postgres_outage_during_traffic_loses_and_duplicates_nothing(
+    postgres_server, postgres_url, tmp_path
+):
     completed: list[str] = []
-    async with capture_stack(tmp_path, db=postgres_url, store_batch_size=8, store_flush_interval_s=0.1) as stack:
+    async with capture_stack(
+        tmp_path, db=postgres_url, store_batch_size=8, store_flush_interval_s=0.1
+    ) as stack:
 
         async def outage() -> None:
             await asyncio.sleep(1.0)

@@ -1,0 +1,274 @@
+"""Score the pairs in the store that the current evaluator versions have not scored yet, and read scored pairs
+back in the shape of a scores file.
+
+One row in `scores` per (pair, evaluator, version) holds that evaluator's *result object* as defined in
+`evaluators.runner`:
+
+- pairwise evaluators (semantic, length): ``{"candidate": r}`` plus ``"noise": r`` when the pair has a
+  secondary, where ``r`` is the metric dict or null when a side had no usable text;
+- per-text evaluators (loop, coherence): ``{"baseline": r, "candidate": r}`` plus ``"secondary": r``, exactly
+  the object a scores file carries under the evaluator's name. A result with a ``"baseline"`` key is per-text.
+
+A failed candidate still gets its row (with nulls), so it is not picked up again on the next pass. Bumping an
+evaluator's version makes every pair "unscored" for it again; the old rows stay for comparison.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, Select, and_, exists, func, or_, select, tuple_
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.sql.elements import ColumnElement
+
+from evaluators.runner import DEFAULT_CHUNK_SIZE, ScoreRunner, apply_named_result
+from shadow.pairs import Pair
+from shadow.store.database import describe_error, insert_ignoring_duplicates
+from shadow.store.models import pairs_table, row_to_pair, scores_table
+
+logger = logging.getLogger(__name__)
+
+_ID_BATCH = 500
+"""Ids per `IN (...)` list: well under SQLite's bound-parameter limit, cheap for PostgreSQL."""
+
+
+def _unscored_by(name: str, version: str) -> ColumnElement[bool]:
+    """True for a pair without a score row from this evaluator version (an anti-join on the unique index)."""
+    return ~exists().where(
+        scores_table.c.pair_id == pairs_table.c.id,
+        scores_table.c.evaluator == name,
+        scores_table.c.version == version,
+    )
+
+
+def _pending_filter(versions: Mapping[str, str], experiment: str | None) -> ColumnElement[bool]:
+    """Pairs (of the experiment, unless None) missing a score from at least one of the versions."""
+    missing = or_(*(_unscored_by(name, version) for name, version in versions.items()))
+    if experiment is None:
+        return missing
+    return and_(pairs_table.c.experiment == experiment, missing)
+
+
+def count_unscored(engine: Engine, versions: Mapping[str, str], *, experiment: str | None = None) -> int:
+    """Pairs that at least one of the evaluator versions in `versions` has not scored."""
+    if not versions:
+        return 0
+    query = select(func.count()).select_from(pairs_table).where(_pending_filter(versions, experiment))
+    with engine.connect() as connection:
+        return int(connection.execute(query).scalar_one())
+
+
+def iter_unscored(
+    engine: Engine,
+    versions: Mapping[str, str],
+    *,
+    experiment: str | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> Iterator[list[tuple[Pair, set[str]]]]:
+    """Chunks of (pair, names of the evaluators it still needs), in id order (ids are ULIDs: time order), or
+    in (created_at, id) order within an experiment.
+
+    Keyset paging keeps every query bounded and guarantees progress even while rows are added.
+    """
+    if not versions:
+        return
+    cursor: tuple[Any, str] | None = None
+    while True:
+        query = select(pairs_table).where(_pending_filter(versions, None))
+        query = _page(query, experiment, cursor).limit(chunk_size)
+        with engine.connect() as connection:
+            rows = connection.execute(query).mappings().all()
+            if not rows:
+                return
+            done = _scored_names(connection, [row["id"] for row in rows], versions)
+        yield [(row_to_pair(row), set(versions) - done.get(row["id"], set())) for row in rows]
+        cursor = (rows[-1]["created_at"], rows[-1]["id"])
+
+
+def _page(query: Select[Any], experiment: str | None, cursor: tuple[Any, str] | None) -> Select[Any]:
+    """Keyset paging that an index serves: by id (the primary key) over all pairs; within an experiment by
+    (created_at, id), which the (experiment, created_at) index returns in order, so no query sorts the whole
+    experiment."""
+    if experiment is None:
+        if cursor is not None:
+            query = query.where(pairs_table.c.id > cursor[1])
+        return query.order_by(pairs_table.c.id)
+    query = query.where(pairs_table.c.experiment == experiment)
+    if cursor is not None:
+        query = query.where(tuple_(pairs_table.c.created_at, pairs_table.c.id) > tuple_(*cursor))
+    return query.order_by(pairs_table.c.created_at, pairs_table.c.id)
+
+
+def _current(versions: Mapping[str, str]) -> ColumnElement[bool]:
+    """Score rows written by exactly these evaluator versions (`versions` must not be empty)."""
+    return or_(
+        *(and_(scores_table.c.evaluator == n, scores_table.c.version == v) for n, v in versions.items())
+    )
+
+
+def _scored_names(
+    connection: Any, pair_ids: Sequence[str], versions: Mapping[str, str]
+) -> dict[str, set[str]]:
+    current = _current(versions)
+    done: dict[str, set[str]] = {}
+    for start in range(0, len(pair_ids), _ID_BATCH):
+        ids = pair_ids[start : start + _ID_BATCH]
+        query = select(scores_table.c.pair_id, scores_table.c.evaluator).where(
+            scores_table.c.pair_id.in_(ids), current
+        )
+        for pair_id, name in connection.execute(query):
+            done.setdefault(pair_id, set()).add(name)
+    return done
+
+
+def score_pending(
+    engine: Engine,
+    runner: ScoreRunner,
+    *,
+    experiment: str | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    stop: threading.Event | None = None,
+    on_chunk: Callable[[int], None] | None = None,
+) -> int:
+    """One pass: score and store every pair not yet scored by the runner's evaluator versions.
+
+    Each chunk is committed on its own, so an interrupted pass keeps what it finished and the next pass
+    resumes. Returns the number of pairs that got at least one new score. `stop` is checked between chunks.
+    """
+    scored = 0
+    for chunk in iter_unscored(engine, runner.versions, experiment=experiment, chunk_size=chunk_size):
+        rows = _score_chunk(runner, chunk)
+        _insert_scores(engine, rows)
+        scored += len(chunk)
+        if on_chunk is not None:
+            on_chunk(len(chunk))
+        if stop is not None and stop.is_set():
+            break
+    return scored
+
+
+def follow(
+    engine: Engine,
+    runner: ScoreRunner,
+    *,
+    stop: threading.Event,
+    interval_s: float = 10.0,
+    experiment: str | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    on_chunk: Callable[[int], None] | None = None,
+) -> int:
+    """Score pending pairs, then poll every `interval_s` for new ones until `stop` is set.
+
+    Each poll rescans from the first id rather than from the last one seen: pairs replayed from the spool
+    arrive late with older ids. The anti-join probes the unique index once per pair and evaluator, so a
+    poll with nothing to do costs one index walk. Once a pass has succeeded, a database error (a restart)
+    is logged and retried at the next poll.
+    """
+    total = 0
+    passes = 0
+    while not stop.is_set():
+        try:
+            total += score_pending(
+                engine, runner, experiment=experiment, chunk_size=chunk_size, stop=stop, on_chunk=on_chunk
+            )
+        except OperationalError as exc:
+            if passes == 0:
+                raise  # a store that never worked (wrong URL, not migrated) is an error, not a wait
+            logger.warning("the pair store failed (%s); retrying in %.1f s", describe_error(exc), interval_s)
+        passes += 1
+        stop.wait(interval_s)
+    return total
+
+
+def _score_chunk(runner: ScoreRunner, chunk: Sequence[tuple[Pair, set[str]]]) -> list[dict[str, Any]]:
+    now = datetime.now(UTC)
+    rows: list[dict[str, Any]] = []
+    for evaluator in runner.evaluators:
+        pairs = [pair for pair, needed in chunk if evaluator.name in needed]
+        if not pairs:
+            continue
+        results = runner.score_evaluator(evaluator, pairs)
+        rows.extend(
+            {
+                "pair_id": pair.id,
+                "evaluator": evaluator.name,
+                "version": str(evaluator.version),
+                "result": result,
+                "scored_at": now,
+            }
+            for pair, result in zip(pairs, results, strict=True)
+        )
+    return rows
+
+
+def _insert_scores(engine: Engine, rows: list[dict[str, Any]]) -> None:
+    """One transaction per chunk; rows another scorer stored meanwhile are skipped (the unique key)."""
+    if rows:
+        with engine.begin() as connection:
+            insert_ignoring_duplicates(connection, scores_table, rows, ["pair_id", "evaluator", "version"])
+
+
+def load_scored_pairs(
+    engine: Engine,
+    experiment: str | None = None,
+    *,
+    versions: Mapping[str, str] | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> Iterator[dict[str, Any]]:
+    """Every pair of the experiment (None: all) as the dict a scores file carries for it, in time order.
+
+    `versions` picks one version per evaluator (others are ignored); without it the newest score of each
+    evaluator wins. Pairs without scores come back without score fields, so the gate still counts their
+    errors. A generator: pairs are read `chunk_size` at a time.
+    """
+    cursor: tuple[Any, str] | None = None
+    while True:
+        query = _page(select(pairs_table), experiment, cursor).limit(chunk_size)
+        with engine.connect() as connection:
+            rows = connection.execute(query).mappings().all()
+            if not rows:
+                return
+            scores = _scores_of(connection, [row["id"] for row in rows], versions)
+        for row in rows:
+            pair_json = row_to_pair(row).to_json()
+            for name, version, result in scores.get(row["id"], []):
+                pairwise = not (isinstance(result, dict) and "baseline" in result)
+                apply_named_result(pair_json, name, version, pairwise, result or {})
+            yield pair_json
+        cursor = (rows[-1]["created_at"], rows[-1]["id"])
+
+
+def _scores_of(
+    connection: Any, pair_ids: Sequence[str], versions: Mapping[str, str] | None
+) -> dict[str, list[tuple[str, str, Any]]]:
+    found: dict[str, list[tuple[str, str, Any]]] = {}
+    columns = (
+        scores_table.c.pair_id,
+        scores_table.c.evaluator,
+        scores_table.c.version,
+        scores_table.c.result,
+    )
+    for start in range(0, len(pair_ids), _ID_BATCH):
+        query = select(*columns).where(scores_table.c.pair_id.in_(pair_ids[start : start + _ID_BATCH]))
+        if versions is not None:
+            if not versions:
+                return found
+            query = query.where(_current(versions))
+        # Oldest first, so that the newest version of each evaluator is applied last and wins.
+        query = query.order_by(scores_table.c.scored_at, scores_table.c.id)
+        for pair_id, name, version, result in connection.execute(query):
+            found.setdefault(pair_id, []).append((name, version, result))
+    return found
+
+
+__all__ = [
+    "count_unscored",
+    "follow",
+    "iter_unscored",
+    "load_scored_pairs",
+    "score_pending",
+]

@@ -1,0 +1,284 @@
+"""`shadow score`: run the evaluators over a pairs file or over the pair store.
+
+File mode (``--input pairs.jsonl --output scores.jsonl``) writes each input pair with the evaluators' objects
+added (see `evaluators.runner`), a chunk at a time, into a temporary file that replaces the output only when
+every line was scored: a bad line stops the run with its line number and leaves no half-written output.
+
+Store mode (``--db URL``) scores the pairs the current evaluator versions have not scored yet and stores one
+row per pair and evaluator (see `evaluators.store_mode`); ``--follow`` keeps polling for new pairs until
+Ctrl-C or SIGTERM, finishing the chunk in hand first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from evaluators.registry import EVALUATORS, UnknownEvaluatorError, parse_names
+from evaluators.runner import (
+    DEFAULT_CHUNK_SIZE,
+    DeviceError,
+    EncoderLoadError,
+    EvaluatorFailedError,
+    ScoreRunner,
+    score_lines,
+)
+from shadow.pairs import PairFormatError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class ScoreCommandError(Exception):
+    """A problem the user can fix; the message is one sentence. `code` is the exit status."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_argument_group("what to score (give --input and --output, or --db)")
+    source.add_argument("--input", metavar="PATH", help="pairs JSONL file to score ('-' reads stdin)")
+    source.add_argument("--output", metavar="PATH", help="scores JSONL file to write (replaced atomically)")
+    source.add_argument("--db", metavar="URL", help="pair store URL (sqlite:///path or postgresql://...)")
+    source.add_argument("--experiment", metavar="NAME", help="store mode: only this experiment's pairs")
+    source.add_argument(
+        "--follow", action="store_true", help="store mode: keep scoring new pairs until stopped"
+    )
+    source.add_argument(
+        "--interval", type=float, default=10.0, metavar="SECONDS", help="--follow: seconds between polls"
+    )
+    how = parser.add_argument_group("how to score")
+    how.add_argument(
+        "--evaluators",
+        default=",".join(EVALUATORS),
+        metavar="NAMES",
+        help=f"comma-separated evaluators to run (default: {','.join(EVALUATORS)})",
+    )
+    how.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (for the encoder)")
+    how.add_argument("--encoder", metavar="NAME_OR_PATH", help="sentence-transformers model instead of USE")
+    how.add_argument("--batch-size", type=int, default=64, help="texts per encoder batch")
+    how.add_argument(
+        "--chunk-size",
+        type=int,
+        default=DEFAULT_CHUNK_SIZE,
+        help="pairs read, scored and written at a time (bounds memory)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except ScoreCommandError as exc:
+        print(f"shadow score: error: {exc}", file=sys.stderr)
+        return exc.code
+
+
+def _run(args: argparse.Namespace) -> int:
+    file_mode = args.input is not None or args.output is not None
+    if file_mode == (args.db is not None):
+        raise ScoreCommandError("give either --input and --output (file mode) or --db (store mode)")
+    if file_mode and (args.input is None or args.output is None):
+        raise ScoreCommandError("file mode needs both --input PATH and --output PATH")
+    if file_mode and (args.follow or args.experiment):
+        raise ScoreCommandError("--follow and --experiment apply to store mode (--db) only")
+    if args.batch_size < 1 or args.chunk_size < 1:
+        raise ScoreCommandError("--batch-size and --chunk-size must be at least 1")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", args.device.strip().lower()):
+        raise ScoreCommandError(f"--device must be auto, cpu, cuda or cuda:N, not {args.device!r}")
+    if args.interval <= 0:
+        raise ScoreCommandError("--interval must be a positive number of seconds")
+    try:
+        names = parse_names(args.evaluators)
+    except UnknownEvaluatorError as exc:
+        raise ScoreCommandError(str(exc)) from exc
+    if file_mode and args.input != "-" and not Path(args.input).is_file():
+        raise ScoreCommandError(
+            f"input file {args.input} does not exist; give the path of a pairs JSONL file"
+        )
+    runner = _build_runner(args, names)
+    if file_mode:
+        return _score_file(args, runner)
+    return _score_store(args, runner)
+
+
+def _build_runner(args: argparse.Namespace, names: list[str]) -> ScoreRunner:
+    try:
+        return ScoreRunner.build(
+            names, device=args.device, batch_size=args.batch_size, encoder_name=args.encoder
+        )
+    except (UnknownEvaluatorError, DeviceError) as exc:
+        raise ScoreCommandError(str(exc)) from exc
+    except EncoderLoadError as exc:
+        raise ScoreCommandError(
+            f"{exc}; run scripts/setup to build it, or pass --encoder", EXIT_FAILED
+        ) from exc
+
+
+# --- file mode -----------------------------------------------------------------------------------------
+
+
+def _score_file(args: argparse.Namespace, runner: ScoreRunner) -> int:
+    output = Path(args.output)
+    if args.output != "-" and not output.parent.is_dir():
+        raise ScoreCommandError(f"the directory of --output ({output.parent}) does not exist")
+    started = time.monotonic()
+    count = 0
+    with contextlib.ExitStack() as stack:
+        source = sys.stdin.buffer if args.input == "-" else stack.enter_context(open(args.input, "rb"))
+        total = None if args.input == "-" else os.fstat(source.fileno()).st_size
+        bar = stack.enter_context(_progress(total=total, unit="B", unit_scale=True, desc="scoring"))
+        lines = score_lines(_read_lines(source, bar), runner, chunk_size=args.chunk_size)
+        try:
+            if args.output == "-":  # a pipe: lines go out as they are scored, nothing to replace
+                for line in lines:
+                    sys.stdout.write(line + "\n")
+                    count += 1
+            else:
+                count = _write_atomically(output, lines)
+        except PairFormatError as exc:
+            raise ScoreCommandError(f"{args.input} {exc}; nothing was written to {output}") from exc
+        except EvaluatorFailedError as exc:
+            raise ScoreCommandError(f"{exc}; nothing was written to {output}", EXIT_FAILED) from exc
+        except KeyboardInterrupt as exc:
+            raise ScoreCommandError(
+                f"interrupted; nothing was written to {output}", EXIT_INTERRUPTED
+            ) from exc
+    _report(count, started, runner, f"-> {args.output}")
+    return EXIT_OK
+
+
+def _write_atomically(output: Path, lines: Iterator[str]) -> int:
+    """Write into a temporary sibling and rename it over `output` only once every line is written."""
+    handle, temp_name = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
+    count = 0
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as sink:
+            for line in lines:
+                sink.write(line)
+                sink.write("\n")
+                count += 1
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temp_name, 0o666 & ~umask)  # mkstemp makes 0600; the output is an ordinary file
+        os.replace(temp_name, output)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp_name)
+    return count
+
+
+def _read_lines(source: IO[bytes], bar: Any) -> Iterator[bytes]:
+    for line in source:
+        bar.update(len(line))
+        yield line
+
+
+# --- store mode ----------------------------------------------------------------------------------------
+
+
+def _score_store(args: argparse.Namespace, runner: ScoreRunner) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from evaluators import store_mode
+    from shadow.store.database import StoreError, describe_error, make_engine, redact_url
+
+    url = redact_url(args.db)
+    try:
+        engine = make_engine(args.db)
+    except StoreError as exc:
+        raise ScoreCommandError(str(exc)) from exc
+    started = time.monotonic()
+    stop = threading.Event()
+    try:
+        if args.follow:
+            bar = _progress(total=None, unit="pair", desc="scoring (following)")
+            with bar, _stop_on_signals(stop):
+                count = store_mode.follow(
+                    engine,
+                    runner,
+                    stop=stop,
+                    interval_s=args.interval,
+                    experiment=args.experiment,
+                    chunk_size=args.chunk_size,
+                    on_chunk=bar.update,
+                )
+        else:
+            pending = store_mode.count_unscored(engine, runner.versions, experiment=args.experiment)
+            bar = _progress(total=pending, unit="pair", desc="scoring")
+            with bar, _stop_on_signals(stop):
+                count = store_mode.score_pending(
+                    engine,
+                    runner,
+                    experiment=args.experiment,
+                    chunk_size=args.chunk_size,
+                    stop=stop,
+                    on_chunk=bar.update,
+                )
+    except SQLAlchemyError as exc:
+        raise ScoreCommandError(
+            f"the pair store at {url} failed ({describe_error(exc)}); "
+            "check that it is reachable and migrated",
+            EXIT_FAILED,
+        ) from exc
+    except EvaluatorFailedError as exc:
+        raise ScoreCommandError(f"{exc}; the chunks scored before it are stored", EXIT_FAILED) from exc
+    finally:
+        engine.dispose()
+    _report(count, started, runner, f"-> {url}")
+    return EXIT_OK
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """Ctrl-C or SIGTERM sets `stop`: the chunk in hand is finished and stored, then the run ends. A second
+    Ctrl-C interrupts at once (the open chunk's transaction is rolled back)."""
+
+    def handle(signum: int, frame: Any) -> None:
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous: dict[int, Any] = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, handle)
+    except ValueError:  # not the main thread (an embedding caller): signals stay theirs
+        pass
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+# --- shared --------------------------------------------------------------------------------------------
+
+
+def _progress(**kwargs: Any) -> Any:
+    """A tqdm bar on stderr when it is a terminal; otherwise a silent stand-in with the same methods."""
+    from tqdm import tqdm
+
+    return tqdm(file=sys.stderr, disable=not sys.stderr.isatty(), **kwargs)
+
+
+def _report(count: int, started: float, runner: ScoreRunner, where: str) -> None:
+    elapsed = max(time.monotonic() - started, 1e-9)
+    versions = ", ".join(f"{name} {version}" for name, version in runner.versions.items())
+    print(
+        f"shadow score: scored {count} pairs with {versions} {where} ({count / elapsed:.1f} pairs/s)",
+        file=sys.stderr,
+    )
+
+
+__all__ = ["add_arguments", "run"]
