@@ -28,6 +28,7 @@ from typing import Any
 from evaluators.base import Evaluator, ScoringContext, TextPair
 from evaluators.registry import load_evaluators
 from shadow.pairs import Pair, PairFormatError
+from shadow.records import iter_json_objects
 
 DEFAULT_CHUNK_SIZE = 1024
 """Pairs read, scored and written at once: large enough for full encoder batches after length sorting,
@@ -242,17 +243,7 @@ def parse_jsonl(
     lines: Iterable[str | bytes], *, first_line: int = 1
 ) -> Iterator[tuple[dict[str, Any], Pair]]:
     """Each non-blank line as (its JSON object, the Pair read from it); errors name the line number."""
-    for number, raw in enumerate(lines, start=first_line):
-        try:
-            line = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-        except UnicodeDecodeError as exc:
-            raise PairFormatError(f"line {number}: not UTF-8 text ({exc.reason})") from exc
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise PairFormatError(f"line {number}: not valid JSON ({exc.msg} at column {exc.colno})") from exc
+    for number, obj in iter_json_objects(lines, first_line=first_line):
         try:
             pair = Pair.from_json(obj)
         except PairFormatError as exc:

@@ -20,6 +20,8 @@ from typing import Any
 
 from reports.build import TABLE_CAP, ReportOptions, build_report
 from reports.render import render_report
+from shadow.pairs import PairFormatError
+from shadow.records import iter_json_objects
 
 
 class ReportError(Exception):
@@ -97,20 +99,15 @@ def load_records(args: argparse.Namespace) -> list[dict[str, Any]]:
 def parse_jsonl(lines: Iterable[str], source: str) -> list[dict[str, Any]]:
     """Scored pairs, one JSON object a line; blank lines are skipped."""
     records = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ReportError(
-                f"{source} line {number}: not valid JSON ({exc.msg} at column {exc.colno})"
-            ) from exc
-        if not isinstance(record, dict) or "experiment" not in record:
-            raise ReportError(
-                f"{source} line {number}: not a pair (a JSON object with an 'experiment' field)"
-            )
-        records.append(record)
+    try:
+        for number, record in iter_json_objects(lines, source=source):
+            if "experiment" not in record:
+                raise ReportError(
+                    f"{source} line {number}: not a pair (a JSON object with an 'experiment' field)"
+                )
+            records.append(record)
+    except PairFormatError as exc:
+        raise ReportError(str(exc)) from exc
     return records
 
 

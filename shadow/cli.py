@@ -118,7 +118,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         from evaluators.store_mode import load_scored_pairs
         from reports.export_table import write_table
 
-        records = load_scored_pairs(engine, experiment)
+        records = list(load_scored_pairs(engine, experiment))
         write_table(records, args.output, args.format)
         print(f"wrote {len(records)} scored pairs to {args.output}")
         return 0

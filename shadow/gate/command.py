@@ -19,6 +19,8 @@ from typing import Any
 from shadow.gate.judge import evaluate_gate
 from shadow.gate.policy import PolicyError, load_policy
 from shadow.gate.render import render_table
+from shadow.pairs import PairFormatError
+from shadow.records import iter_json_objects
 
 EXIT_CODES = {"pass": 0, "fail": 1, "inconclusive": 2}
 EXIT_ERROR = 3
@@ -98,19 +100,11 @@ def read_scores_file(path: str | Path) -> Iterator[dict[str, Any]]:
     except OSError as exc:
         raise GateInputError(f"cannot read {path}: {exc.strerror}; check the --input path") from exc
     with handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise GateInputError(
-                    f"{path} line {number} is not valid JSON ({exc.msg}); "
-                    "is it a scores file from `shadow score`?"
-                ) from exc
-            if not isinstance(record, dict):
-                raise GateInputError(f"{path} line {number} is not a JSON object")
-            yield record
+        try:
+            for _number, record in iter_json_objects(handle, source=str(path)):
+                yield record
+        except PairFormatError as exc:
+            raise GateInputError(f"{exc}; is it a scores file from `shadow score`?") from exc
 
 
 def _records(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
