@@ -7,6 +7,7 @@
     score     run the evaluators over pairs                 -> shadow.score_command
     gate      pass / fail / inconclusive, with reasons      -> shadow.gate.command
     report    the self-contained HTML divergence report     -> reports.command
+    replay    send captured prompts to another candidate    -> shadow.replay
     simulate  a stand-in OpenAI model server for trying it  -> shadow.simulator
 
 Heavy imports (torch, pandas) happen inside the subcommand that needs them, so `shadow serve` starts fast.
@@ -20,45 +21,13 @@ import contextlib
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import fields
-from typing import Any, get_type_hints
+from typing import Any
 
-from shadow.settings import Settings, SettingsError, load_settings
+from shadow.cli_settings import add_settings_flags, settings_from
+from shadow.errors import UserError
+from shadow.settings import SettingsError
 
 EXIT_USAGE = 2
-
-
-class UserError(Exception):
-    """Something the user can fix; printed as one sentence, without a traceback."""
-
-
-def _settings_flags(parser: argparse.ArgumentParser, names: Sequence[str] | None = None) -> None:
-    """Expose Settings fields as flags, with their help text; unset flags stay None (TOML/env decide)."""
-    types = get_type_hints(Settings)
-    group = parser.add_argument_group("settings (also SHADOW_<NAME> variables and --config TOML keys)")
-    for f in fields(Settings):
-        if names is not None and f.name not in names:
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default if not isinstance(f.default, type(fields)) else None
-        shown = "<secret>" if f.metadata.get("secret") else default
-        help_text = f"{f.metadata.get('help', '')} (default: {shown!r})".replace("%", "%%")
-        kind = types[f.name]
-        if kind is bool:
-            group.add_argument(
-                flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text
-            )
-        elif kind in (int, float):
-            group.add_argument(
-                flag, dest=f.name, type=kind, default=None, metavar=f.name.upper(), help=help_text
-            )
-        else:
-            group.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper(), help=help_text)
-
-
-def settings_from(args: argparse.Namespace) -> Settings:
-    flags = {f.name: getattr(args, f.name, None) for f in fields(Settings)}
-    return load_settings(config_path=args.config, flags=flags)
 
 
 # --- subcommands ---------------------------------------------------------------------------------------
@@ -93,6 +62,23 @@ def cmd_db(args: argparse.Namespace) -> int:
     elif args.db_command == "check":
         database.check(settings.db)
         print("models and migrations agree")
+    elif args.db_command == "prune":
+        from shadow.gate.command import parse_duration
+        from shadow.pairs import utc_now
+        from shadow.store.retention import count_older, prune_pairs
+
+        try:
+            cutoff = utc_now() - parse_duration(args.older_than)
+        except argparse.ArgumentTypeError as exc:
+            raise UserError(f"--older-than: {exc}") from exc
+        engine = database.make_engine(settings.db)
+        if args.dry_run:
+            count = count_older(engine, cutoff, experiment=args.experiment)
+            print(f"would delete {count} pairs created before {cutoff.isoformat()}")
+        else:
+            count = prune_pairs(engine, cutoff, experiment=args.experiment)
+            print(f"deleted {count} pairs created before {cutoff.isoformat()} (and their scores)")
+        engine.dispose()
     return 0
 
 
@@ -183,7 +169,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the mirroring sidecar", description=cmd_serve.__doc__)
     serve.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help="TOML settings file.")
-    _settings_flags(serve)
+    add_settings_flags(serve)
     serve.set_defaults(func=cmd_serve)
 
     db = sub.add_parser("db", help="manage the store's schema")
@@ -192,19 +178,24 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         ("upgrade", "apply migrations (default: to the newest)", "head"),
         ("downgrade", "revert migrations to REVISION ('base' = empty)", None),
         ("check", "fail if the models and the migrations disagree", None),
+        ("prune", "delete pairs (and their scores) older than a duration", None),
     ):
         action = db_sub.add_parser(name, help=help_text)
-        if name != "check":
+        if name in ("upgrade", "downgrade"):
             action.add_argument("revision", nargs="?" if default_rev else None, default=default_rev)
+        if name == "prune":
+            action.add_argument("--older-than", required=True, metavar="DURATION", help="e.g. 30d, 12h")
+            action.add_argument("--experiment", help="only this experiment (default: all)")
+            action.add_argument("--dry-run", action="store_true", help="only count what would be deleted")
         action.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS)
-        _settings_flags(action, ["db"])
+        add_settings_flags(action, ["db"])
         action.set_defaults(func=cmd_db)
 
     imp = sub.add_parser("import", help="load pairs from a JSONL file into the store")
     imp.add_argument("input", help="pairs JSONL file (the format in the README)")
     imp.add_argument("--into-experiment", help="override the experiment name of every imported pair")
     imp.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS)
-    _settings_flags(imp, ["db"])
+    add_settings_flags(imp, ["db"])
     imp.set_defaults(func=cmd_import)
 
     exp = sub.add_parser("export", help="write the store's pairs (or scored pairs) to a file")
@@ -213,13 +204,14 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     exp.add_argument("--scores", action="store_true", help="export scored pairs as a flat table")
     exp.add_argument("--format", choices=("jsonl", "csv", "parquet"), default="jsonl")
     exp.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS)
-    _settings_flags(exp, ["db"])
+    add_settings_flags(exp, ["db"])
     exp.set_defaults(func=cmd_export)
 
     for name, module, help_text in (
         ("score", "shadow.score_command", "score pairs with the evaluators (file or store mode)"),
         ("gate", "shadow.gate.command", "judge the candidate: pass / fail / inconclusive"),
         ("report", "reports.command", "write the self-contained HTML divergence report"),
+        ("replay", "shadow.replay", "send captured prompts to another candidate, offline"),
     ):
         _add_delegated(sub, name, module, help_text, load=name == command)
 

@@ -224,9 +224,7 @@ class Mirror:
                 self._queue.task_done()
 
     async def _complete(self, job: MirrorJob) -> None:
-        candidate_body = dict(job.body)
-        if self.settings.candidate_model:
-            candidate_body["model"] = self.settings.candidate_model
+        candidate_body = candidate_request_body(job.body, self.settings)
         path = next(p for p, r in MIRRORED_ROUTES.items() if r == job.route)
         calls = [
             call_and_capture(
@@ -302,6 +300,14 @@ class Mirror:
             user_cancelled=outcome.user_cancelled,
             created_at=job.created_at,
         )
+
+
+def candidate_request_body(body: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """The user's body with the candidate's model name and any configured decoding overrides."""
+    candidate_body = {**body, **settings.candidate_overrides()}
+    if settings.candidate_model:
+        candidate_body["model"] = settings.candidate_model
+    return candidate_body
 
 
 def _redacted_side(side: SideOutput, redact: Any) -> SideOutput:

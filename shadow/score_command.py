@@ -7,6 +7,9 @@ every line was scored: a bad line stops the run with its line number and leaves 
 Store mode (``--db URL``) scores the pairs the current evaluator versions have not scored yet and stores one
 row per pair and evaluator (see `evaluators.store_mode`); ``--follow`` keeps polling for new pairs until
 Ctrl-C or SIGTERM, finishing the chunk in hand first.
+
+``--engine ray`` runs the same scoring on Ray Data (see `evaluators.ray_engine`): a local Ray by default, or
+the cluster at ``--address``; ``--input`` may then also be a directory of JSONL or Parquet shards.
 """
 
 from __future__ import annotations
@@ -74,6 +77,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_CHUNK_SIZE,
         help="pairs read, scored and written at a time (bounds memory)",
     )
+    how.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="score here, or on Ray (needs the ray extra)",
+    )
+    how.add_argument(
+        "--address", metavar="ADDR", help="--engine ray: 'auto' or ray://host:port (default: a local Ray)"
+    )
+    how.add_argument(
+        "--ray-workers", type=int, default=1, metavar="N", help="--engine ray: encoder actors / CPU tasks"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -102,6 +117,8 @@ def _run(args: argparse.Namespace) -> int:
         names = parse_names(args.evaluators)
     except UnknownEvaluatorError as exc:
         raise ScoreCommandError(str(exc)) from exc
+    if args.engine == "ray":
+        return _score_with_ray(args, names, file_mode)
     if file_mode and args.input != "-" and not Path(args.input).is_file():
         raise ScoreCommandError(
             f"input file {args.input} does not exist; give the path of a pairs JSONL file"
@@ -154,7 +171,7 @@ def _score_file(args: argparse.Namespace, runner: ScoreRunner) -> int:
             raise ScoreCommandError(
                 f"interrupted; nothing was written to {output}", EXIT_INTERRUPTED
             ) from exc
-    _report(count, started, runner, f"-> {args.output}")
+    _report(count, started, runner.versions, f"-> {args.output}")
     return EXIT_OK
 
 
@@ -235,7 +252,7 @@ def _score_store(args: argparse.Namespace, runner: ScoreRunner) -> int:
         raise ScoreCommandError(f"{exc}; the chunks scored before it are stored", EXIT_FAILED) from exc
     finally:
         engine.dispose()
-    _report(count, started, runner, f"-> {url}")
+    _report(count, started, runner.versions, f"-> {url}")
     return EXIT_OK
 
 
@@ -262,6 +279,59 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+# --- the ray engine ------------------------------------------------------------------------------------
+
+
+def _score_with_ray(args: argparse.Namespace, names: list[str], file_mode: bool) -> int:
+    """Score on Ray Data; the output (a file replaced atomically, or store rows) is the local engine's."""
+    if args.follow:
+        raise ScoreCommandError("--follow is not supported with --engine ray; run it again instead")
+    if args.ray_workers < 1:
+        raise ScoreCommandError("--ray-workers must be at least 1")
+    if file_mode and (args.input == "-" or not Path(args.input).exists()):
+        raise ScoreCommandError(
+            "--engine ray reads --input from a file or directory of JSONL / Parquet shards"
+        )
+    try:
+        from evaluators import ray_engine
+    except ModuleNotFoundError as exc:
+        raise ScoreCommandError(
+            f"--engine ray needs Ray ({exc}); install it with: pip install 'shadow-eval[ray]'"
+        ) from exc
+    options = ray_engine.RayOptions(
+        names=tuple(names),
+        device=args.device,
+        batch_size=args.batch_size,
+        chunk_size=args.chunk_size,
+        encoder_name=args.encoder,
+        workers=args.ray_workers,
+    )
+    versions = ray_engine.versions_of(names)
+    started = time.monotonic()
+    try:
+        with ray_engine.ray_session(args.address):
+            if file_mode:
+                output = Path(args.output)
+                if args.output != "-" and not output.parent.is_dir():
+                    raise ScoreCommandError(f"the directory of --output ({output.parent}) does not exist")
+                count = _write_atomically(output, ray_engine.score_files([args.input], options))
+                where = f"-> {args.output}"
+            else:
+                from shadow.store.database import redact_url
+
+                count = ray_engine.score_store(args.db, options, experiment=args.experiment)
+                where = f"-> {redact_url(args.db)}"
+    except (PairFormatError, EvaluatorFailedError, ValueError, RuntimeError) as exc:
+        nothing = (
+            f"; nothing was written to {args.output}"
+            if file_mode
+            else "; the batches scored before it are stored"
+        )
+        raise ScoreCommandError(f"{exc}{nothing}", EXIT_FAILED) from exc
+    _report(count, started, versions, where)
+    return EXIT_OK
+
+
 # --- shared --------------------------------------------------------------------------------------------
 
 
@@ -272,11 +342,11 @@ def _progress(**kwargs: Any) -> Any:
     return tqdm(file=sys.stderr, disable=not sys.stderr.isatty(), **kwargs)
 
 
-def _report(count: int, started: float, runner: ScoreRunner, where: str) -> None:
+def _report(count: int, started: float, versions: dict[str, str], where: str) -> None:
     elapsed = max(time.monotonic() - started, 1e-9)
-    versions = ", ".join(f"{name} {version}" for name, version in runner.versions.items())
+    named = ", ".join(f"{name} {version}" for name, version in versions.items())
     print(
-        f"shadow score: scored {count} pairs with {versions} {where} ({count / elapsed:.1f} pairs/s)",
+        f"shadow score: scored {count} pairs with {named} {where} ({count / elapsed:.1f} pairs/s)",
         file=sys.stderr,
     )
 

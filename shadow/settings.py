@@ -7,6 +7,7 @@ table names are only for the reader, keys are unique across the file.
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from collections.abc import Mapping
@@ -35,6 +36,11 @@ class Settings:
         "", "OpenAI base URL of the candidate (ends in /v1); sampled requests are mirrored."
     )
     candidate_model: str = _opt("", "Model name written into mirrored requests; empty keeps the user's.")
+    candidate_params: str = _opt(
+        "",
+        "JSON object merged into every candidate request, e.g. '{\"temperature\": 0}' to compare decoding "
+        "settings of the same model; empty sends the user's parameters unchanged.",
+    )
     candidate_api_key: str = _opt(
         "", "API key sent to the candidate as a bearer token (also SHADOW_CANDIDATE_API_KEY).", secret=True
     )
@@ -110,6 +116,20 @@ class Settings:
                 raise SettingsError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("listen", "admin_listen"):
             split_host_port(getattr(self, name), name)
+        self.candidate_overrides()  # validates
+
+    def candidate_overrides(self) -> dict[str, Any]:
+        if not self.candidate_params.strip():
+            return {}
+        try:
+            value = json.loads(self.candidate_params)
+        except json.JSONDecodeError as exc:
+            raise SettingsError(
+                f"candidate_params must be a JSON object: {exc.msg} at column {exc.colno}"
+            ) from exc
+        if not isinstance(value, dict):
+            raise SettingsError("candidate_params must be a JSON object, e.g. '{\"temperature\": 0}'")
+        return value
 
     @property
     def resolved_spool_path(self) -> Path:

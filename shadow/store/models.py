@@ -53,7 +53,12 @@ class Base(DeclarativeBase):
 
 class PairRow(Base):
     __tablename__ = "pairs"
-    __table_args__ = (Index("ix_pairs_experiment_created_at", "experiment", "created_at"),)
+    __table_args__ = (
+        # The scorer and the gate page through one experiment in (created_at, id) order.
+        Index("ix_pairs_experiment_created_at_id", "experiment", "created_at", "id"),
+        # Retention (`shadow db prune`) and time windows across experiments.
+        Index("ix_pairs_created_at", "created_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(26), primary_key=True)  # a ULID: sorts by creation time
     experiment: Mapped[str] = mapped_column(String(200))
