@@ -165,7 +165,7 @@ def long_texts(language: str, min_chars: int = 600, max_chars: int = 1500) -> li
 
 
 def join_into_long_texts(paragraphs: list[str], min_chars: int, max_chars: int) -> list[str]:
-    """Consecutive, non-overlapping runs of `paragraphs` joined by blank lines, each >= `min_chars`.
+    r"""Consecutive, non-overlapping runs of `paragraphs` joined by blank lines, each >= `min_chars`.
 
     >>> join_into_long_texts(["aaaa", "bbbb", "cc", "dddddddd"], min_chars=6, max_chars=12)
     ['aaaa\n\nbbbb', 'cc\n\ndddddddd']
@@ -223,7 +223,7 @@ def debian_reference_html_paragraphs(language: str) -> list[HtmlParagraph]:
 
 
 def parse_docbook_paragraphs(markup: str, page: str = "") -> list[HtmlParagraph]:
-    """The `<p>` elements of one DocBook HTML page, each under the id of the heading before it.
+    r"""The `<p>` elements of one DocBook HTML page, each under the id of the heading before it.
 
     >>> [p.text for p in parse_docbook_paragraphs('<h2><a id="s1"></a>T</h2><p>A <code>x</code>\n b.</p>')]
     ['A x b.']

@@ -32,7 +32,7 @@ import json
 import os
 import resource
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -173,18 +173,30 @@ def _score_batch(batch: dict[str, Any], runner: ScoreRunner, stage: str) -> dict
     return out
 
 
-class _EncoderStage:
-    """A Ray actor: loads the encoder once and runs the encoder evaluators on each batch it is given."""
+class _ScoreStage:
+    """A Ray actor: builds its runner (the encoder, when an evaluator needs it) once, then scores each batch
+    it is given and, as the last stage, hands it to `finish` (assemble lines, or store rows)."""
 
-    def __init__(self, names: tuple[str, ...], device: str, batch_size: int, encoder_name: str | None):
+    def __init__(
+        self,
+        names: tuple[str, ...],
+        device: str,
+        batch_size: int,
+        encoder_name: str | None,
+        finish: Callable[[dict[str, Any]], dict[str, Any]] | None,
+    ):
         self.runner = _runner(names, device, batch_size, encoder_name)
+        self.finish = finish
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        return _score_batch(batch, self.runner, "encoder")
+        scored = _score_batch(batch, self.runner, "actor")
+        return self.finish(scored) if self.finish is not None else scored
 
 
-def _cpu_stage(batch: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
-    return _score_batch(batch, _runner(names, "cpu", 64, None), "cpu")
+def _cpu_stage(
+    batch: dict[str, Any], names: tuple[str, ...], finish: Callable[[dict[str, Any]], dict[str, Any]]
+) -> dict[str, Any]:
+    return finish(_score_batch(batch, _runner(names, "cpu", 64, None), "task"))
 
 
 def _assemble_lines(batch: dict[str, Any], specs: Sequence[_Spec]) -> dict[str, Any]:
@@ -289,10 +301,11 @@ def _is_parquet(path: str) -> bool:
 def read_pairs(paths: Sequence[str]) -> ray.data.Dataset:
     """JSONL or Parquet shards (files or directories of them) as a dataset of pair lines."""
     if all(_is_parquet(p) for p in paths):
-        rows = ray.data.read_parquet(list(paths))
+        rows = ray.data.read_parquet(list(paths), num_cpus=0)
         lines = rows.map_batches(_parquet_rows_to_lines, batch_format="pyarrow")
     else:
-        lines = ray.data.read_text(list(paths), include_paths=True)
+        # Reading takes no core of its own: on a small machine the scoring actors hold them all.
+        lines = ray.data.read_text(list(paths), include_paths=True, num_cpus=0)
     return lines.map_batches(_parse_lines, batch_format="numpy")
 
 
@@ -317,6 +330,8 @@ def _store_pages(url: str, versions: dict[str, str], experiment: str | None, pag
             )
         ]
         last = connection.execute(select(func.max(pairs_table.c.id)).where(pending)).scalar()
+    if not starts:
+        return []
     ends = [*starts[1:], None]
     # The last range ends at the newest pending id now: pairs arriving during the run wait for the next one.
     return [{"start": s, "before": e, "last": last} for s, e in zip(starts, ends, strict=True)]
@@ -355,32 +370,44 @@ def _read_page(
 # --- the pipeline ----------------------------------------------------------------------------------------
 
 
-def _score(dataset: ray.data.Dataset, options: RayOptions, specs: Sequence[_Spec]) -> ray.data.Dataset:
-    encoder_names = tuple(n for n, s in zip(options.names, specs, strict=True) if s.needs_encoder)
-    cpu_names = tuple(n for n, s in zip(options.names, specs, strict=True) if not s.needs_encoder)
-    if encoder_names:
-        gpus = _use_gpus(options.device)
+def _score(
+    dataset: ray.data.Dataset,
+    options: RayOptions,
+    specs: Sequence[_Spec],
+    finish: Callable[[dict[str, Any]], dict[str, Any]],
+) -> ray.data.Dataset:
+    """With GPUs: encoder actors (one GPU each), then CPU tasks for the other evaluators and `finish`.
+    Without: one pool of CPU actors runs every evaluator and `finish`; a separate CPU stage would wait for
+    cores the actors hold for the whole run. Either way `finish` runs in the last scoring stage."""
+    on_gpus = any(spec.needs_encoder for spec in specs) and _use_gpus(options.device)
+    encoder_names = tuple(
+        n for n, s in zip(options.names, specs, strict=True) if s.needs_encoder or not on_gpus
+    )
+    cpu_names = tuple(n for n in options.names if n not in encoder_names)
+    needs_actors = any(spec.needs_encoder for spec in specs)
+    if needs_actors:
         dataset = dataset.map_batches(
-            _EncoderStage,
+            _ScoreStage,
             fn_constructor_args=(
                 encoder_names,
-                "cuda" if gpus else "cpu",
+                "cuda" if on_gpus else "cpu",
                 options.batch_size,
                 options.encoder_name,
+                None if cpu_names else finish,
             ),
             batch_size=options.chunk_size,
             batch_format="numpy",
-            concurrency=options.workers,
-            num_gpus=1 if gpus else 0,
+            compute=ray.data.ActorPoolStrategy(size=options.workers),
+            num_gpus=1 if on_gpus else 0,
             num_cpus=1,
         )
-    if cpu_names:
+    if cpu_names or not needs_actors:
         dataset = dataset.map_batches(
             _cpu_stage,
-            fn_kwargs={"names": cpu_names},
+            fn_kwargs={"names": cpu_names or encoder_names, "finish": finish},
             batch_size=options.chunk_size,
             batch_format="numpy",
-            concurrency=options.workers,
+            compute=ray.data.TaskPoolStrategy(size=options.workers),
             num_cpus=1,
         )
     return dataset
@@ -391,10 +418,7 @@ def score_files(paths: Sequence[str], options: RayOptions, stats: RayRunStats | 
     stats = stats if stats is not None else RayRunStats()
     specs = _specs(options.names)
     _data_context(preserve_order=True)
-    dataset = _score(read_pairs(paths), options, specs)
-    dataset = dataset.map_batches(
-        _assemble_lines, fn_kwargs={"specs": specs}, batch_size=options.chunk_size, batch_format="numpy"
-    )
+    dataset = _score(read_pairs(paths), options, specs, functools.partial(_assemble_lines, specs=specs))
     for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
         stats._absorb(batch)
         stats.pairs += len(batch["line"])
@@ -419,9 +443,7 @@ def score_store(
         batch_size=1,
         batch_format="numpy",
     )
-    dataset = _score(dataset, options, specs).map_batches(
-        _write_scores, fn_kwargs={"url": url, "specs": specs}, batch_size=None, batch_format="numpy"
-    )
+    dataset = _score(dataset, options, specs, functools.partial(_write_scores, url=url, specs=specs))
     for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
         stats._absorb(batch)
         stats.pairs += int(np.sum(batch["pairs"]))

@@ -44,23 +44,47 @@ PROMPTS_EN = [
 ]
 
 
-async def one_request(client: openai.AsyncOpenAI, model: str, prompt: str, user: str, stream: bool) -> int:
-    messages = [{"role": "system", "content": "You are a concise assistant."}, {"role": "user", "content": prompt}]
+# The primary samples with a repetition penalty, as a production chat service would.
+SAMPLING = {"temperature": 0.7, "top_p": 0.9}
+PENALTY = {"repeat_penalty": 1.3}
+
+
+async def one_request(
+    client: openai.AsyncOpenAI, prompt: str, user: str, stream: bool, *, real: bool, max_tokens: int
+) -> int:
+    chinese = any("\u4e00" <= ch <= "\u9fff" for ch in prompt)
+    if real and chinese:
+        # Gemma-3-270M is a base model: a plain completion template, on /v1/completions.
+        kwargs = {
+            "model": "gemma3",
+            "prompt": f"问题：{prompt}\n回答：",
+            "max_tokens": max_tokens,
+            **SAMPLING,
+        }
+        if stream:
+            chunks = await client.completions.create(**kwargs, stream=True, extra_body=PENALTY)
+            return len("".join([c.choices[0].text async for c in chunks if c.choices]))
+        result = await client.completions.create(**kwargs, extra_body=PENALTY)
+        return len(result.choices[0].text)
+    messages = [
+        {"role": "system", "content": "You are a concise assistant."},
+        {"role": "user", "content": prompt},
+    ]
+    model = "smollm2" if real else "primary"
+    kwargs = {"model": model, "messages": messages, "user": user, "max_tokens": max_tokens, **SAMPLING}
+    extra = PENALTY if real else None
     if stream:
-        chunks = await client.chat.completions.create(
-            model=model, messages=messages, user=user, stream=True, max_tokens=256
-        )
-        text = "".join([c.choices[0].delta.content or "" async for c in chunks if c.choices])
-    else:
-        result = await client.chat.completions.create(model=model, messages=messages, user=user, max_tokens=256)
-        text = result.choices[0].message.content or ""
-    return len(text)
+        chunks = await client.chat.completions.create(**kwargs, stream=True, extra_body=extra)
+        return len("".join([c.choices[0].delta.content or "" async for c in chunks if c.choices]))
+    result = await client.chat.completions.create(**kwargs, extra_body=extra)
+    return len(result.choices[0].message.content or "")
 
 
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--base-url", required=True, help="the sidecar's OpenAI base URL")
-    parser.add_argument("--model", default="primary")
+    parser.add_argument("--real-models", action="store_true", help="smollm2 (English chat), gemma3 (Chinese)")
+    parser.add_argument("--max-tokens", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=2, help="passes over the prompt list")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--seed", type=int, default=7)
@@ -80,7 +104,7 @@ async def main() -> int:
     async def run(prompt: str, user: str, stream: bool) -> None:
         nonlocal done
         async with gate:
-            await one_request(client, args.model, prompt, user, stream)
+            await one_request(client, prompt, user, stream, real=args.real_models, max_tokens=args.max_tokens)
             done += 1
             if done % 8 == 0 or done == len(jobs):
                 print(f"  {done}/{len(jobs)} requests answered", file=sys.stderr, flush=True)

@@ -314,7 +314,13 @@ def _score_with_ray(args: argparse.Namespace, names: list[str], file_mode: bool)
                 output = Path(args.output)
                 if args.output != "-" and not output.parent.is_dir():
                     raise ScoreCommandError(f"the directory of --output ({output.parent}) does not exist")
-                count = _write_atomically(output, ray_engine.score_files([args.input], options))
+                stats = ray_engine.RayRunStats()
+                lines = ray_engine.score_files([args.input], options, stats)
+                if args.output == "-":
+                    sys.stdout.writelines(line + "\n" for line in lines)
+                    count = stats.pairs
+                else:
+                    count = _write_atomically(output, lines)
                 where = f"-> {args.output}"
             else:
                 from shadow.store.database import redact_url
