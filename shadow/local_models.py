@@ -86,6 +86,9 @@ class ModelServerConfig:
         return {
             "host": self.host,
             "port": self.port,
+            # llama-cpp-python's default cuts off a streaming answer when the next request arrives; a chat
+            # service's requests must queue instead, or every concurrent stream ends truncated.
+            "interrupt_requests": False,
             "models": [
                 {"model": str(smollm2_path()), "model_alias": SMOLLM2_ALIAS, **common},
                 {"model": str(gemma3_path()), "model_alias": GEMMA3_ALIAS, **common},

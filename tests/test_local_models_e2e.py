@@ -90,6 +90,9 @@ def _judge(db: str, tmp_path: Path) -> dict[str, object]:
     pairs = read_pairs(engine)
     engine.dispose()
     assert len(pairs) == len(ENGLISH) * 2 + len(CHINESE) * 2
+    for pair in pairs:  # every exchange captured whole, on both sides
+        assert pair.baseline.error is None and pair.baseline.status == 200 and pair.baseline.text
+        assert pair.candidate is not None and pair.candidate.error is None and pair.candidate.text
     runner = ScoreRunner.build("length,loop,semantic", device="cpu")
     scored = [json.loads(line) for line in score_lines((dumps(p) for p in pairs), runner)]
     policy_file = tmp_path / "policy.toml"
