@@ -166,7 +166,7 @@ class Mirror:
                 if self._rng.random() < self.settings.secondary_rate
                 else None
             ),
-            user_key_hash=hash_user_key(key),
+            user_key_hash=hash_user_key(key, self.settings.user_key_secret),
             user_bucket=bucket_of(key),
             segment=self._segment(headers),
             primary=asyncio.get_running_loop().create_future(),

@@ -9,6 +9,7 @@ replica and every restart puts a user in the same bucket.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import math
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -61,8 +62,14 @@ def user_key(
     return (client_address or "").strip(), "client"
 
 
-def hash_user_key(key: str) -> str:
-    """The SHA-256 hex digest of the key, stored instead of the key itself."""
+def hash_user_key(key: str, secret: str = "") -> str:
+    """The digest stored instead of the key itself: HMAC-SHA256 under `secret` when one is configured.
+
+    A plain SHA-256 of a client address or a short user id can be reversed by brute force; with a secret
+    it cannot, and the hash still links one user's pairs together.
+    """
+    if secret:
+        return hmac.new(secret.encode("utf-8"), key.encode("utf-8"), hashlib.sha256).hexdigest()
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 

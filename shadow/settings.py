@@ -67,6 +67,9 @@ class Settings:
     # --- mirroring ---------------------------------------------------------------------------------------
     sample_rate: float = _opt(0.1, "Share of users (0-1) whose requests are mirrored; sticky per user key.")
     user_key_header: str = _opt("X-User-Id", "Header holding the user key when the body has no `user`.")
+    user_key_secret: str = _opt(
+        "", "Secret for HMAC-SHA256 of stored user keys; without it a plain SHA-256 is stored.", secret=True
+    )
     force_header: str = _opt("X-Shadow-Mirror", "Request header forcing mirroring: 'on'/'1' or 'off'/'0'.")
     segment_headers: tuple[str, ...] = _opt(
         (), "Request headers copied as segment tags, as HEADER or HEADER=tag (e.g. X-Region=region)."

@@ -13,7 +13,8 @@ from tests.harness import capture_stack
 async def test_health_metrics_and_gate_on_a_running_sidecar(tmp_path):
     async with capture_stack(tmp_path) as stack, aiohttp.ClientSession() as http:
         async with http.post(
-            f"{stack.url}/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "你好"}]}
+            f"{stack.url}/chat/completions",
+            json={"model": "m", "messages": [{"role": "user", "content": "你好"}]},
         ) as resp:
             assert resp.status == 200
         await stack.wait_for_pairs(1)

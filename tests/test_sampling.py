@@ -80,6 +80,12 @@ def test_hash_user_key_is_sha256_hex():
     assert hash_user_key("张三") == hashlib.sha256("张三".encode()).hexdigest()
 
 
+def test_hash_user_key_with_a_secret_is_keyed_and_stable():
+    keyed = hash_user_key("10.0.0.7", "s3cret")
+    assert keyed == hash_user_key("10.0.0.7", "s3cret") != hash_user_key("10.0.0.7")
+    assert keyed != hash_user_key("10.0.0.7", "other")
+
+
 def test_bucket_is_in_range_and_deterministic():
     for key in ("alice", "bob", "", "张三", "10.0.0.1"):
         bucket = bucket_of(key)

@@ -123,3 +123,15 @@ def test_export_and_import_round_trip_through_the_cli(tmp_path, capsys):
     out = tmp_path / "out.jsonl"
     assert main(["export", "--db", db, "--output", str(out)]) == 0
     assert out.read_text(encoding="utf-8") == source.read_text(encoding="utf-8")
+
+
+def test_readme_configuration_table_matches_the_settings():
+    from pathlib import Path
+
+    from shadow.config_reference import markdown_rows
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    for row in markdown_rows():
+        assert row in readme, (
+            f"README configuration table is stale; regenerate with python -m shadow.config_reference:\n{row}"
+        )
