@@ -3,21 +3,25 @@
 A text is split into sentences (`evaluators.text.split_sentences`), every sentence is embedded, and the
 similarities are read against the text's own baseline and the encoder's "unrelated" cosine:
 
-- **global** (topic): the best two-segment split of the text, where the centroids of the two segments are
+- **topic** measures: the best two-segment split of the text, where the centroids of the two segments are
   least alike. A text that stays on topic has no split with unrelated halves; a text glued from two sources
   has one. Binary segmentation on the same measure gives `breaks`: the first sentence after each jump.
   The split is also read on character bigrams (`bigram_similarity`): two sources share few words.
-- **local** (order): `order_gain`, the mean similarity of adjacent sentences minus that of sentences two or
-  more apart, on embeddings and on character bigrams. In a text that flows neighbours are more alike than
-  distant sentences; a shuffle loses it. Embeddings ignore order cues that a shuffle breaks, so the
-  discourse cues of `order_cues` count too: a connective or an anaphor opening the text, ordinals out of
-  order (二是 before 一是), quotes closed before they open, a last sentence ending in "；".
+- **order** measures: `order_gain`, the mean similarity of adjacent sentences minus that of sentences two or
+  more apart, on embeddings and on character bigrams; `locality_gradient` (adjacent against distance 2-3),
+  `order_gain_z` (the gain in units of the text's own spread) and `side_order_gain` (the gain within each
+  side of the best split, which a splice of two well-ordered halves does not raise), and `order_gain` on
+  character n-grams weighted within the text (`tfidf_similarity`). A shuffle loses all of them.
+  Embeddings ignore order cues that a shuffle breaks, so the discourse cues of `order_cues` count too: a
+  connective or an anaphor opening the text, ordinals out of order (二是 before 一是), quotes closed before
+  they open, a last sentence ending in "；", a short first sentence (a lead is long).
 
-Each part is a fixed logistic combination of its measures (`GLOBAL_WEIGHTS`, `LOCAL_WEIGHTS`, fitted on
-validation seeds 10-12 of scripts/validate_evaluators, never on the seeds reported), and
-`score = sigmoid(min(global logit, local logit))`, in [0, 1], higher is more coherent: a text is as
-coherent as its weaker side. The naive minimum adjacent cosine is kept as `naive_min_adjacent` for
-comparison.
+Version 3.0 reads the measures with a three-class logistic model (original / splice / shuffle, fitted on
+validation seeds 10-12 of scripts/validate_evaluators, never on the seeds reported): `GLOBAL_WEIGHTS` is the
+logit of "original rather than spliced", `LOCAL_WEIGHTS` that of "original rather than shuffled", and
+`score = 1 / (1 + exp(-global) + exp(-local))`, the probability that the text is an original: each part
+flags its own failure (a calibrated OR), where 2.0 took `min` of two separately fitted logits and each part
+blurred the other. The naive minimum adjacent cosine is kept as `naive_min_adjacent` for comparison.
 """
 
 from __future__ import annotations
@@ -34,16 +38,28 @@ import numpy as np
 from evaluators.base import Evaluator, ScoringContext
 from evaluators.text import han_count, language_of, split_sentences
 
-# Logistic weights, fitted on validation seeds 10-12 (originals against splices for the global part, against
-# shuffles for the local part; scripts/validate_evaluators), then rounded.
-GLOBAL_WEIGHTS = {"split_cosine": 12.3, "bigram_split": 94.6, "adjacent_at_split": 2.3}
-GLOBAL_BIAS = -5.0  # -4.5 fitted, minus 0.5: a splice is missed more often than a shuffle otherwise
-LOCAL_WEIGHTS = {"order_gain": 13.7, "bigram_order_gain": 19.3, "opens_with_connective": -0.6,
-                 "opens_with_anaphor": -1.15, "ordinals_out_of_order": -4.7, "unbalanced_quotes": -2.0,
-                 "ends_open": -5.5}  # fmt: skip
-LOCAL_BIAS = -0.06
-# Without the sentences' text, the lexical measures take their median on original news paragraphs.
-NEUTRAL_LEXICAL = {"bigram_split": 0.037, "bigram_order_gain": 0.013}
+# Logits of a three-class logistic model (original / splice / shuffle) fitted on validation seeds 10-12
+# (scripts/validate_evaluators), each read as "original rather than this damage", then rounded.
+GLOBAL_WEIGHTS = {"split_cosine": 4.86, "bigram_split": 71.25, "adjacent_at_split": 7.25, "order_gain": -31.63,
+                  "bigram_order_gain": -14.08, "opens_with_connective": 0.6, "opens_with_anaphor": 0.61,
+                  "ordinals_out_of_order": -1.47, "unbalanced_quotes": -1.09, "ends_open": -3.04,
+                  "locality_gradient": 6.99, "order_gain_z": -1.6, "side_order_gain": 18.61,
+                  "bigram_side_order_gain": -10.92, "first_sentence_length": -0.03, "tfidf1_order_gain": 7.56,
+                  "tfidf2_order_gain": -28.65, "tfidf3_order_gain": 75.44}  # fmt: skip
+GLOBAL_BIAS = 0.07
+LOCAL_WEIGHTS = {"split_cosine": 1.37, "bigram_split": 2.23, "adjacent_at_split": -1.4, "order_gain": -5.41,
+                 "bigram_order_gain": 3.45, "opens_with_connective": -1.11, "opens_with_anaphor": -1.09,
+                 "ordinals_out_of_order": -3.67, "unbalanced_quotes": -2.11, "ends_open": -6.75,
+                 "locality_gradient": -7.02, "order_gain_z": 4.28, "side_order_gain": -1.32,
+                 "bigram_side_order_gain": -5.0, "first_sentence_length": -0.3, "tfidf1_order_gain": 21.63,
+                 "tfidf2_order_gain": 56.35, "tfidf3_order_gain": -56.87}  # fmt: skip
+LOCAL_BIAS = -0.43
+# Without the sentences' text, the text measures take their median on original news paragraphs (seeds 10-12).
+NEUTRAL_LEXICAL = {"bigram_split": 0.042, "bigram_order_gain": 0.015, "bigram_side_order_gain": 0.009,
+                   "first_sentence_length": 0.84, "tfidf1_order_gain": 0.019, "tfidf2_order_gain": 0.006,
+                   "tfidf3_order_gain": 0.0018}  # fmt: skip
+_CUE_NAMES = ("opens_with_connective", "opens_with_anaphor", "ordinals_out_of_order", "unbalanced_quotes",
+              "ends_open")  # fmt: skip
 
 # Words that tie a sentence to the one before: they cannot open a paragraph that makes sense on its own.
 CONNECTIVES = ("因此", "所以", "但是", "但", "然而", "可是", "不过", "同时", "此外", "另外", "而且", "并且",
@@ -54,7 +70,8 @@ ANAPHORS = ("这", "那", "该", "其", "此", "他", "她", "它", "上述", "�
 ORDINAL_SERIES = (
     ("首先", "其次", "再次", "最后"),
     ("一是", "二是", "三是", "四是", "五是", "六是"),
-    ("第一", "第二", "第三", "第四", "第五", "第六"),
+    ("第一，", "第二，", "第三，", "第四，", "第五，", "第六，"),
+    ("一、", "二、", "三、", "四、", "五、", "六、", "七、", "八、", "九、", "十、"),
     ("其一", "其二", "其三", "其四"),
 )
 _OPENING_PUNCTUATION = "“「『（(—-　 \"'"
@@ -66,7 +83,7 @@ _LETTER_RE = re.compile(r"[^\W\d_]")  # digits left out: dates and figures recur
 
 @dataclass(frozen=True, slots=True)
 class CoherenceResult:
-    """`score` = sigmoid(min(global logit, local logit)); `breaks` are first sentences after a topic jump.
+    """`score` = 1 / (1 + exp(-global logit) + exp(-local logit)); `breaks` start a topic jump.
 
     `features` holds every measure the two logits are made of, so a user can see why a text scored low.
     """
@@ -87,6 +104,37 @@ def order_gain(similarity: np.ndarray) -> float:
         return 0.0
     distance = np.abs(np.subtract.outer(np.arange(n), np.arange(n)))
     return float(similarity[distance == 1].mean() - similarity[distance >= 2].mean())
+
+
+def locality_gradient(similarity: np.ndarray) -> float:
+    """Mean similarity of adjacent sentences minus that of sentences two or three apart (0 below 4).
+
+    >>> round(locality_gradient(np.array([[1, .8, .5, .2], [.8, 1, .8, .5], [.5, .8, 1, .8], [.2, .5, .8, 1]])), 2)
+    0.4
+    """
+    n = len(similarity)
+    if n < 4:
+        return 0.0
+    distance = np.abs(np.subtract.outer(np.arange(n), np.arange(n)))
+    near = (distance >= 2) & (distance <= 3)
+    return float(similarity[distance == 1].mean() - similarity[near].mean())
+
+
+def order_gain_z(similarity: np.ndarray) -> float:
+    """`order_gain` against all pairs, in units of the spread of the text's own pair similarities."""
+    n = len(similarity)
+    if n < 3:
+        return 0.0
+    distance = np.abs(np.subtract.outer(np.arange(n), np.arange(n)))
+    pairs = similarity[distance >= 1]
+    return float((similarity[distance == 1].mean() - pairs.mean()) / (pairs.std() + 1e-6))
+
+
+def side_order_gain(similarity: np.ndarray, gap: int) -> float:
+    """Mean `order_gain` within each side of a split (sides of three sentences or more; 0 if none)."""
+    sides = [(0, gap), (gap, len(similarity))] if gap else [(0, len(similarity))]
+    gains = [order_gain(similarity[a:b, a:b]) for a, b in sides if b - a >= 3]
+    return float(np.mean(gains)) if gains else 0.0
 
 
 def bigram_similarity(sentences: Sequence[str]) -> np.ndarray:
@@ -112,26 +160,52 @@ def bigram_similarity(sentences: Sequence[str]) -> np.ndarray:
     return unit @ unit.T
 
 
+def tfidf_similarity(sentences: Sequence[str], size: int) -> np.ndarray:
+    """Cosine of character n-gram counts (letters and Han) weighted by log((n + 1) / document frequency)
+    within the text itself: words every sentence shares (the topic) fade, the ones a neighbour picks up
+    (a local chain of words) stay.
+
+    >>> tfidf_similarity(["北京下雨。", "北京天晴。", "足球比赛。"], 1).round(2)[0].tolist()
+    [1.0, 0.2, 0.0]
+    """
+    bags = []
+    for sentence in sentences:
+        chars = "".join(_LETTER_RE.findall(sentence.lower()))
+        bags.append(Counter(chars[i : i + size] for i in range(len(chars) - size + 1)))
+    frequency = Counter(gram for bag in bags for gram in bag)
+    vocabulary = {gram: column for column, gram in enumerate(frequency)}
+    weights = np.zeros((len(sentences), max(1, len(vocabulary))))
+    for row, bag in enumerate(bags):
+        for gram, count in bag.items():
+            weights[row, vocabulary[gram]] = count * math.log((len(sentences) + 1) / frequency[gram])
+    unit = weights / np.maximum(np.linalg.norm(weights, axis=1, keepdims=True), 1e-12)
+    return unit @ unit.T
+
+
 def _opening(sentence: str) -> str:
     return sentence.lstrip(_OPENING_PUNCTUATION)
 
 
 def ordinals_out_of_order(sentences: Sequence[str]) -> int:
-    """Adjacent pairs of sentence-opening ordinals of one series in the wrong order (二是 before 一是).
+    """Successive ordinals of one series in the wrong order (二是 before 一是), read anywhere in the text:
+    a list often opens inside a sentence ("三个方面：一是……").
 
     >>> ordinals_out_of_order(["一是加强管理。", "二是完善制度。", "最后，总结经验。"])
     0
     >>> ordinals_out_of_order(["其次，完善制度。", "首先，加强管理。", "最后，总结经验。"])
     1
+    >>> ordinals_out_of_order(["作用有二：一是推广技术。", "三、总结。", "二是传播文明。"])
+    0
     """
+    text = "".join(sentences)
     violations = 0
     for series in ORDINAL_SERIES:
-        ranks = [
-            rank
-            for sentence in sentences
+        found = sorted(
+            (match.start(), rank)
             for rank, word in enumerate(series)
-            if _opening(sentence).startswith(word)
-        ]
+            for match in re.finditer(re.escape(word), text)
+        )
+        ranks = [rank for _, rank in found]
         violations += sum(earlier > later for earlier, later in zip(ranks, ranks[1:], strict=False))
     return violations
 
@@ -220,25 +294,20 @@ def coherence_of(
     - `break_cosine`: a split whose segment centroids are less alike than this (rescaled) is a break.
     - `global_shift`: added to the global logit; above 0 favours shuffles (order) over splices (topic).
 
-    `score = sigmoid(min(global logit, local logit))`; see scripts/validate_evaluators for what it reaches.
+    `score = 1 / (1 + exp(-global logit) + exp(-local logit))`; see scripts/validate_evaluators for what it
+    reaches.
     """
     embeddings = np.asarray(sentence_embeddings, dtype=np.float64)
-    similarity = embeddings @ embeddings.T
+    similarity = embeddings @ embeddings.T - baseline
     split_cosine, gap = best_split(embeddings, baseline)
     features = {
         "split_cosine": split_cosine,
-        "adjacent_at_split": float(similarity[gap - 1, gap] - baseline) if gap else 1.0,
-        "order_gain": order_gain(similarity - baseline),
-        **dict.fromkeys(
-            (
-                "opens_with_connective",
-                "opens_with_anaphor",
-                "ordinals_out_of_order",
-                "unbalanced_quotes",
-                "ends_open",
-            ),
-            0.0,
-        ),  # fmt: skip
+        "adjacent_at_split": float(similarity[gap - 1, gap]) if gap else 1.0,
+        "order_gain": order_gain(similarity),
+        "locality_gradient": locality_gradient(similarity),
+        "order_gain_z": order_gain_z(similarity),
+        "side_order_gain": side_order_gain(similarity, gap),
+        **dict.fromkeys(_CUE_NAMES, 0.0),
         **NEUTRAL_LEXICAL,
     }
     if sentences is not None:
@@ -249,12 +318,18 @@ def coherence_of(
         lexical = bigram_similarity(sentences)
         features["bigram_split"] = float(lexical[:gap, gap:].mean()) if gap else 1.0
         features["bigram_order_gain"] = order_gain(lexical)
+        features["bigram_side_order_gain"] = side_order_gain(lexical, gap)
+        features["first_sentence_length"] = len(sentences[0]) / max(
+            1.0, float(np.mean([len(sentence) for sentence in sentences]))
+        )
+        for size in (1, 2, 3):
+            features[f"tfidf{size}_order_gain"] = order_gain(tfidf_similarity(sentences, size))
         features.update(order_cues(sentences))
     global_logit = GLOBAL_BIAS + global_shift + sum(w * features[k] for k, w in GLOBAL_WEIGHTS.items())
     local_logit = LOCAL_BIAS + sum(w * features[k] for k, w in LOCAL_WEIGHTS.items())
     breaks = find_breaks(embeddings, break_cosine=break_cosine, baseline=baseline)
     return CoherenceResult(
-        score=_sigmoid(min(global_logit, local_logit)),
+        score=_original_probability(global_logit, local_logit),
         breaks=breaks,
         order_gain=features["order_gain"],
         local_score=_sigmoid(local_logit),
@@ -262,6 +337,16 @@ def coherence_of(
         split_cosine=split_cosine,
         features=features,
     )
+
+
+def _original_probability(global_logit: float, local_logit: float) -> float:
+    """1 / (1 + exp(-global) + exp(-local)): low as soon as either part finds its own failure.
+
+    >>> round(_original_probability(0.0, 60.0), 3), round(_original_probability(0.0, 0.0), 3)
+    (0.5, 0.333)
+    """
+    clip = lambda value: max(-60.0, min(60.0, value))  # noqa: E731
+    return 1.0 / (1.0 + math.exp(-clip(global_logit)) + math.exp(-clip(local_logit)))
 
 
 def _sigmoid(value: float) -> float:
@@ -286,7 +371,7 @@ class CoherenceEvaluator(Evaluator):
     """
 
     name: ClassVar[str] = "coherence"
-    version: ClassVar[str] = "2.0"
+    version: ClassVar[str] = "3.0"
     higher_is_better: ClassVar[bool] = True
     primary_metric: ClassVar[str] = "score"
     pairwise: ClassVar[bool] = False

@@ -11,10 +11,14 @@ from evaluators.coherence import (
     best_split,
     bigram_similarity,
     coherence_of,
+    locality_gradient,
     naive_min_adjacent,
     order_cues,
     order_gain,
+    order_gain_z,
     ordinals_out_of_order,
+    side_order_gain,
+    tfidf_similarity,
     unbalanced_quotes,
 )
 
@@ -121,7 +125,7 @@ def test_order_cues_flag_what_a_shuffle_breaks():
     shuffled = ["因此，三是总结经验。", "二是完善制度；", "一是加强管理；"]
     cues = order_cues(shuffled)
     assert cues["opens_with_connective"] == 1.0 and cues["ends_open"] == 1.0
-    assert cues["ordinals_out_of_order"] == 1.0
+    assert cues["ordinals_out_of_order"] == 2.0  # 三是, 二是, 一是: read inside sentences too
     assert order_cues(["这说明问题不少。", "会议在北京召开。"])["opens_with_anaphor"] == 1.0
     assert ordinals_out_of_order(["最后，总结经验。", "其次，完善制度。", "首先，加强管理。"]) == 2
     assert unbalanced_quotes(["大家都说好。”", "他说：“走吧。"]) == 2
@@ -148,3 +152,46 @@ def test_sentences_make_a_splice_score_lower_still():
     assert with_text.features["bigram_split"] < without_text.features["bigram_split"]
     assert with_text.score <= without_text.score
     assert with_text.breaks == [4]
+
+
+def test_locality_measures_drop_when_the_order_is_lost():
+    # Similarity falls with distance in an ordered text: a chain 0-1-2-3-4-5.
+    n = 6
+    ordered = 1.0 - 0.15 * np.abs(np.subtract.outer(np.arange(n), np.arange(n)))
+    permutation = [3, 0, 5, 1, 4, 2]
+    shuffled = ordered[np.ix_(permutation, permutation)]
+    assert locality_gradient(ordered) == pytest.approx(0.85 - (4 * 0.70 + 3 * 0.55) / 7)
+    assert locality_gradient(ordered) > locality_gradient(shuffled)
+    assert order_gain_z(ordered) > 0 > order_gain_z(shuffled)
+    assert locality_gradient(ordered[:3, :3]) == 0.0 and order_gain_z(ordered[:2, :2]) == 0.0
+
+
+def test_side_order_gain_reads_each_side_of_the_split_alone():
+    n = 6
+    ordered = 1.0 - 0.15 * np.abs(np.subtract.outer(np.arange(n), np.arange(n)))
+    side = order_gain(ordered[:3, :3])
+    assert side_order_gain(ordered, 3) == pytest.approx(side)
+    assert side_order_gain(ordered, 0) == pytest.approx(order_gain(ordered))
+    assert side_order_gain(ordered[:4, :4], 2) == 0.0  # no side of three sentences
+
+
+def test_ordinals_are_read_inside_sentences_too():
+    assert ordinals_out_of_order(["作用有三：一是推广技术。", "二是传播文明。", "三是培养人才。"]) == 0
+    assert ordinals_out_of_order(["二是传播文明。", "作用有三：一是推广技术。"]) == 1
+    assert ordinals_out_of_order(["三、总结。", "一、回顾。", "二、展望。"]) == 1
+
+
+def test_score_is_low_when_either_part_fails():
+    encoder = BagOfCharacters()
+    result = coherence_of(encoder.encode(WEATHER[:4] + FOOTBALL), WEATHER[:4] + FOOTBALL)
+    assert result.score <= min(result.global_score, result.local_score)
+    assert {"locality_gradient", "order_gain_z", "side_order_gain"} <= set(result.features)
+    assert CoherenceEvaluator.version == "3.0"
+
+
+def test_tfidf_similarity_fades_words_every_sentence_shares():
+    weighted = tfidf_similarity(["北京下雨。", "雨停北京。", "北京晴朗。"], 1)
+    assert weighted.shape == (3, 3) and np.diag(weighted) == pytest.approx(1.0)
+    assert weighted[0, 1] > weighted[0, 2]  # 雨 ties the neighbours
+    assert weighted[0, 2] < 0.1  # 北京 is in every sentence: it barely counts
+    assert tfidf_similarity(["北京。", "北京。"], 2)[0, 1] == pytest.approx(1.0)

@@ -75,7 +75,9 @@ async def _traffic(base_url: str) -> None:
             async for _ in stream:
                 pass
         else:
-            await client.chat.completions.create(model="smollm2", messages=messages, extra_body=penalty, **sampling)
+            await client.chat.completions.create(
+                model="smollm2", messages=messages, extra_body=penalty, **sampling
+            )
     for question in CHINESE * 2:
         await client.completions.create(
             model="gemma3", prompt=f"问题：{question}\n回答：", extra_body=penalty, **sampling

@@ -44,7 +44,11 @@ def schema_of(url: str) -> dict[str, object]:
 def assert_full_schema(url: str) -> None:
     schema = schema_of(url)
     assert schema["tables"] == {"alembic_version", "pairs", "scores"}
-    assert {"ix_pairs_experiment_created_at_id", "ix_pairs_created_at", "ix_scores_evaluator_version"} <= schema["indexes"]  # type: ignore[operator]
+    assert {
+        "ix_pairs_experiment_created_at_id",
+        "ix_pairs_created_at",
+        "ix_scores_evaluator_version",
+    } <= schema["indexes"]  # type: ignore[operator]
     columns = schema["pair_columns"]
     for side in ("baseline", "candidate", "secondary"):
         assert f"{side}_started_at" in columns  # type: ignore[operator]
