@@ -27,8 +27,6 @@ blurred the other. The naive minimum adjacent cosine is kept as `naive_min_adjac
 from __future__ import annotations
 
 import math
-import re
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -36,6 +34,16 @@ from typing import Any, ClassVar
 import numpy as np
 
 from evaluators.base import Evaluator, ScoringContext
+from evaluators.coherence_cues import (  # noqa: F401 - re-exported: tests and callers import them from here
+    ANAPHORS,
+    CONNECTIVES,
+    ORDINAL_SERIES,
+    bigram_similarity,
+    order_cues,
+    ordinals_out_of_order,
+    tfidf_similarity,
+    unbalanced_quotes,
+)
 from evaluators.text import han_count, language_of, split_sentences
 
 # Logits of a three-class logistic model (original / splice / shuffle) fitted on validation seeds 10-12
@@ -60,25 +68,6 @@ NEUTRAL_LEXICAL = {"bigram_split": 0.042, "bigram_order_gain": 0.015, "bigram_si
                    "tfidf3_order_gain": 0.0018}  # fmt: skip
 _CUE_NAMES = ("opens_with_connective", "opens_with_anaphor", "ordinals_out_of_order", "unbalanced_quotes",
               "ends_open")  # fmt: skip
-
-# Words that tie a sentence to the one before: they cannot open a paragraph that makes sense on its own.
-CONNECTIVES = ("因此", "所以", "但是", "但", "然而", "可是", "不过", "同时", "此外", "另外", "而且", "并且",
-               "其次", "最后", "总之", "因而", "于是", "从而", "否则", "那么", "可见", "由此", "相反", "反之",
-               "而", "却", "也", "还", "就", "再", "并", "例如", "比如", "尤其", "特别是", "换句话说",
-               "也就是说", "这样", "这就", "为此", "对此", "其中", "另一方面")  # fmt: skip
-ANAPHORS = ("这", "那", "该", "其", "此", "他", "她", "它", "上述", "以上", "前者", "后者")
-ORDINAL_SERIES = (
-    ("首先", "其次", "再次", "最后"),
-    ("一是", "二是", "三是", "四是", "五是", "六是"),
-    ("第一，", "第二，", "第三，", "第四，", "第五，", "第六，"),
-    ("一、", "二、", "三、", "四、", "五、", "六、", "七、", "八、", "九、", "十、"),
-    ("其一", "其二", "其三", "其四"),
-)
-_OPENING_PUNCTUATION = "“「『（(—-　 \"'"
-_OPEN_QUOTES, _CLOSE_QUOTES = "“「『", "”」』"
-_OPEN_ENDINGS = ("；", ";", "：", ":", "，", ",")
-_CLOSERS = "”’」』）)》\"'"
-_LETTER_RE = re.compile(r"[^\W\d_]")  # digits left out: dates and figures recur across unrelated news
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,113 +124,6 @@ def side_order_gain(similarity: np.ndarray, gap: int) -> float:
     sides = [(0, gap), (gap, len(similarity))] if gap else [(0, len(similarity))]
     gains = [order_gain(similarity[a:b, a:b]) for a, b in sides if b - a >= 3]
     return float(np.mean(gains)) if gains else 0.0
-
-
-def bigram_similarity(sentences: Sequence[str]) -> np.ndarray:
-    """Cosine of the character-bigram counts of every pair of sentences (letters and Han only).
-
-    >>> bigram_similarity(["北京天气晴朗。", "北京天气转阴。", "足球比赛。"]).round(2)[0].tolist()
-    [1.0, 0.6, 0.0]
-    """
-    vocabulary: dict[str, int] = {}
-    bags = []
-    for sentence in sentences:
-        chars = "".join(_LETTER_RE.findall(sentence.lower()))
-        bag = Counter(chars[i : i + 2] for i in range(len(chars) - 1))
-        bags.append(bag)
-        for bigram in bag:
-            vocabulary.setdefault(bigram, len(vocabulary))
-    counts = np.zeros((len(sentences), max(1, len(vocabulary))))
-    for row, bag in enumerate(bags):
-        for bigram, count in bag.items():
-            counts[row, vocabulary[bigram]] = count
-    norms = np.maximum(np.linalg.norm(counts, axis=1, keepdims=True), 1e-12)
-    unit = counts / norms
-    return unit @ unit.T
-
-
-def tfidf_similarity(sentences: Sequence[str], size: int) -> np.ndarray:
-    """Cosine of character n-gram counts (letters and Han) weighted by log((n + 1) / document frequency)
-    within the text itself: words every sentence shares (the topic) fade, the ones a neighbour picks up
-    (a local chain of words) stay.
-
-    >>> tfidf_similarity(["北京下雨。", "北京天晴。", "足球比赛。"], 1).round(2)[0].tolist()
-    [1.0, 0.2, 0.0]
-    """
-    bags = []
-    for sentence in sentences:
-        chars = "".join(_LETTER_RE.findall(sentence.lower()))
-        bags.append(Counter(chars[i : i + size] for i in range(len(chars) - size + 1)))
-    frequency = Counter(gram for bag in bags for gram in bag)
-    vocabulary = {gram: column for column, gram in enumerate(frequency)}
-    weights = np.zeros((len(sentences), max(1, len(vocabulary))))
-    for row, bag in enumerate(bags):
-        for gram, count in bag.items():
-            weights[row, vocabulary[gram]] = count * math.log((len(sentences) + 1) / frequency[gram])
-    unit = weights / np.maximum(np.linalg.norm(weights, axis=1, keepdims=True), 1e-12)
-    return unit @ unit.T
-
-
-def _opening(sentence: str) -> str:
-    return sentence.lstrip(_OPENING_PUNCTUATION)
-
-
-def ordinals_out_of_order(sentences: Sequence[str]) -> int:
-    """Successive ordinals of one series in the wrong order (二是 before 一是), read anywhere in the text:
-    a list often opens inside a sentence ("三个方面：一是……").
-
-    >>> ordinals_out_of_order(["一是加强管理。", "二是完善制度。", "最后，总结经验。"])
-    0
-    >>> ordinals_out_of_order(["其次，完善制度。", "首先，加强管理。", "最后，总结经验。"])
-    1
-    >>> ordinals_out_of_order(["作用有二：一是推广技术。", "三、总结。", "二是传播文明。"])
-    0
-    """
-    text = "".join(sentences)
-    violations = 0
-    for series in ORDINAL_SERIES:
-        found = sorted(
-            (match.start(), rank)
-            for rank, word in enumerate(series)
-            for match in re.finditer(re.escape(word), text)
-        )
-        ranks = [rank for _, rank in found]
-        violations += sum(earlier > later for earlier, later in zip(ranks, ranks[1:], strict=False))
-    return violations
-
-
-def unbalanced_quotes(sentences: Sequence[str]) -> int:
-    """Chinese quotes closed before they were opened, plus one if a quote is left open at the end.
-
-    >>> unbalanced_quotes(["他说：“走吧。", "我们走。”", "天黑了。"]), unbalanced_quotes(["我们走。”", "他说：“走吧。"])
-    (0, 2)
-    """
-    depth = unmatched = 0
-    for char in "".join(sentences):
-        if char in _OPEN_QUOTES:
-            depth += 1
-        elif char in _CLOSE_QUOTES:
-            if depth == 0:
-                unmatched += 1
-            depth = max(0, depth - 1)
-    return unmatched + (depth > 0)
-
-
-def order_cues(sentences: Sequence[str]) -> dict[str, float]:
-    """Discourse cues a shuffle breaks and an embedding ignores; each is 0 in a well-formed text.
-
-    >>> order_cues(["因此，我们要加强管理。", "二是完善制度。", "一是提高认识；"])["opens_with_connective"]
-    1.0
-    """
-    first = _opening(sentences[0]) if sentences else ""
-    last = sentences[-1].rstrip(_CLOSERS) if sentences else ""
-    return {
-        "opens_with_connective": float(first.startswith(CONNECTIVES)),
-        "opens_with_anaphor": float(first.startswith(ANAPHORS)),
-        "ordinals_out_of_order": float(ordinals_out_of_order(sentences)),
-        "unbalanced_quotes": float(unbalanced_quotes(sentences)),
-        "ends_open": float(last.endswith(_OPEN_ENDINGS)),
-    }
 
 
 def best_split(embeddings: np.ndarray, baseline: float = 0.0) -> tuple[float, int]:
