@@ -4,7 +4,6 @@ hangs up mid-stream closes the primary request, and the mirror is still stored, 
 from __future__ import annotations
 
 import asyncio
-import socket
 import statistics
 import time
 
@@ -14,18 +13,13 @@ import pytest
 
 from shadow.simulator import SimulatedModel
 from tests.harness import capture_stack
+from tests.net import free_port
 
 PRIMARY = SimulatedModel(name="primary", first_byte_delay_s=0.05, slice_bytes=11)
 BODY = {
     "model": "primary",
     "messages": [{"role": "user", "content": "请介绍一下灰度发布的好处。Explain canary releases."}],
 }
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def _timed_calls(url: str, stream: bool, count: int = 5) -> tuple[list[float], list[tuple[int, bytes]]]:
@@ -41,7 +35,7 @@ async def _timed_calls(url: str, stream: bool, count: int = 5) -> tuple[list[flo
 
 CANDIDATES = {
     "hangs": {"candidate_sim": SimulatedModel(behaviour="hang")},
-    "refuses_connections": {"candidate_url": f"http://127.0.0.1:{_closed_port()}/v1"},
+    "refuses_connections": {"candidate_url": f"http://127.0.0.1:{free_port()}/v1"},
     "answers_500": {"candidate_sim": SimulatedModel(behaviour="error500")},
     "answers_garbage": {"candidate_sim": SimulatedModel(behaviour="garbage")},
     "drops_mid_stream": {"candidate_sim": SimulatedModel(behaviour="drop_midstream", slice_bytes=5)},

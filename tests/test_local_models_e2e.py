@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from shadow.pairs import dumps
 from shadow.server import start_sidecar
 from shadow.settings import Settings
 from tests.harness import read_pairs
+from tests.net import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -37,12 +37,6 @@ GREEDY = '{"temperature": 0, "top_k": 1, "repeat_penalty": 1.0}'
 MAX_TOKENS = 96
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def model_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     if os.environ.get("SHADOW_SKIP_LOCAL_MODELS") == "1":
@@ -50,7 +44,7 @@ def model_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
     from shadow.local_models import ModelServerConfig, start_model_server
 
     logs = tmp_path_factory.mktemp("llama")
-    ports = _free_port(), _free_port()
+    ports = free_port(), free_port()
     primary = start_model_server(ModelServerConfig(port=ports[0]), logs / "primary.log")
     candidate = start_model_server(ModelServerConfig(port=ports[1]), logs / "candidate.log")
     try:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 import time
 
@@ -15,12 +14,7 @@ import aiohttp
 from shadow.simulator import SimulatedModel, start_simulator
 from shadow.store.database import make_engine
 from tests.harness import read_pairs
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.net import free_port
 
 
 async def _wait_until_up(url: str, timeout_s: float = 30) -> None:
@@ -42,7 +36,7 @@ async def test_sigterm_under_load_loses_no_completed_pair(tmp_path):
     primary_runner, primary_url = await start_simulator(SimulatedModel(name="p", chunk_delay_s=0.005))
     # A candidate slower than the primary, so mirrors are still in flight when SIGTERM arrives.
     candidate_runner, candidate_url = await start_simulator(SimulatedModel(name="c", first_byte_delay_s=0.4))
-    port, admin_port = _free_port(), _free_port()
+    port, admin_port = free_port(), free_port()
     db = f"sqlite:///{tmp_path / 'pairs.db'}"
     env = {**os.environ, "SHADOW_CANDIDATE_API_KEY": "sk-c"}
     process = await asyncio.create_subprocess_exec(
