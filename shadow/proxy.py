@@ -10,24 +10,21 @@ is ours to answer, with a 502 in OpenAI's error shape.
 from __future__ import annotations
 
 import logging
-import time
 
 import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from shadow.capture import parse_output
 from shadow.metrics import SidecarMetrics
 from shadow.mirror import Mirror, MirrorJob, PrimaryOutcome
-from shadow.pairs import SideOutput, utc_now
+from shadow.pairs import SideOutput
 from shadow.settings import Settings
 from shadow.upstream import (
-    CAPTURE_LIMIT_BYTES,
+    ResponseRecorder,
     forward_request_headers,
     forward_response_headers,
     join_url,
     openai_error,
-    side_from_capture,
 )
 
 log = logging.getLogger(__name__)
@@ -83,17 +80,16 @@ class Proxy:
     async def _forward(
         self, request: web.Request, url: str, body: bytes, job: MirrorJob | None, route_label: str
     ) -> web.StreamResponse:
-        started_at = utc_now()
-        t0 = time.perf_counter()
-        captured = bytearray() if job is not None else None
-        ttfb_ms: float | None = None
-        status: int | None = None
-        content_type = content_encoding = None
-        transport_error: str | None = None
+        # A copy of the body is kept only when the exchange is mirrored; timings are kept for the metrics.
+        record = ResponseRecorder(
+            route=job.route if job else "chat",
+            requested_model=job.body.get("model") if job else None,
+            keep_body=job is not None,
+        )
         user_cancelled = False
         try:
             try:
-                upstream_cm = self.session.request(
+                upstream = await self.session.request(
                     request.method,
                     url,
                     headers=forward_request_headers(request.headers),
@@ -101,18 +97,15 @@ class Proxy:
                     allow_redirects=False,
                     timeout=self.timeout,
                 )
-                upstream = await upstream_cm.__aenter__()
             except Exception as exc:  # whatever it was, nothing reached the user yet: a clean 502
-                transport_error = f"primary unreachable: {type(exc).__name__}: {exc}"
-                log.warning("primary request failed before any byte: %s", transport_error)
+                record.transport_error = f"primary unreachable: {type(exc).__name__}: {exc}"
+                log.warning("primary request failed before any byte: %s", record.transport_error)
                 self.metrics.requests.labels(route=route_label, status_class="5xx").inc()
                 return openai_error(
                     502, "The upstream model server could not be reached.", "upstream_error", "bad_gateway"
                 )
             try:
-                status = upstream.status
-                content_type = upstream.headers.get("Content-Type")
-                content_encoding = upstream.headers.get("Content-Encoding")
+                record.start(upstream)
                 response = web.StreamResponse(
                     status=upstream.status,
                     reason=upstream.reason,
@@ -121,10 +114,7 @@ class Proxy:
                 try:
                     await response.prepare(request)
                     async for chunk in upstream.content.iter_any():
-                        if ttfb_ms is None:
-                            ttfb_ms = (time.perf_counter() - t0) * 1000
-                        if captured is not None and len(captured) < CAPTURE_LIMIT_BYTES:
-                            captured += chunk
+                        record.feed(chunk)
                         await response.write(chunk)
                     await response.write_eof()
                 except _CLIENT_GONE:
@@ -133,67 +123,34 @@ class Proxy:
                     upstream.close()
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     # Headers are out; the honest thing left is to end the connection as the primary did.
-                    transport_error = f"primary broke off mid-response: {type(exc).__name__}: {exc}"
-                    log.warning("%s", transport_error)
+                    record.transport_error = f"primary broke off mid-response: {type(exc).__name__}: {exc}"
+                    log.warning("%s", record.transport_error)
                     if request.transport is not None:
                         request.transport.close()
-                self.metrics.requests.labels(route=route_label, status_class=f"{status // 100}xx").inc()
+                self.metrics.requests.labels(
+                    route=route_label, status_class=f"{upstream.status // 100}xx"
+                ).inc()
                 return response
             finally:
-                await upstream_cm.__aexit__(None, None, None)
+                upstream.release()
         finally:
-            latency_ms = (time.perf_counter() - t0) * 1000
+            latency_ms = record.elapsed_ms()
             self.metrics.latency.labels(side="primary").observe(latency_ms / 1000)
-            if ttfb_ms is not None:
-                self.metrics.time_to_first_byte.labels(side="primary").observe(ttfb_ms / 1000)
+            if record.ttfb_ms is not None:
+                self.metrics.time_to_first_byte.labels(side="primary").observe(record.ttfb_ms / 1000)
             if job is not None:
-                self._hand_over(
-                    job,
-                    captured,
-                    status,
-                    content_type,
-                    content_encoding,
-                    started_at,
-                    latency_ms,
-                    ttfb_ms,
-                    transport_error,
-                    user_cancelled,
+                job.finish_primary(
+                    PrimaryOutcome(side=_primary_side(record, latency_ms), user_cancelled=user_cancelled)
                 )
 
-    def _hand_over(
-        self,
-        job: MirrorJob,
-        captured: bytearray | None,
-        status: int | None,
-        content_type: str | None,
-        content_encoding: str | None,
-        started_at: object,
-        latency_ms: float,
-        ttfb_ms: float | None,
-        transport_error: str | None,
-        user_cancelled: bool,
-    ) -> None:
-        """Give the mirror the primary's side. Parsing happens here, after the user has everything."""
-        try:
-            parsed = parse_output(
-                bytes(captured or b""),
-                content_type=content_type,
-                content_encoding=content_encoding,
-                route=job.route,
-            )
-            side = side_from_capture(
-                parsed,
-                status=status,
-                latency_ms=latency_ms,
-                ttft_ms=ttfb_ms,
-                started_at=started_at,
-                requested_model=job.body.get("model"),
-                transport_error=transport_error,
-            )
-        except Exception as exc:  # never let capture trouble reach the user
-            log.exception("could not read the primary's answer for the pair")
-            side = SideOutput(status=status, latency_ms=latency_ms, error=f"capture failed: {exc}")
-        job.finish_primary(PrimaryOutcome(side=side, user_cancelled=user_cancelled))
+
+def _primary_side(record: ResponseRecorder, latency_ms: float) -> SideOutput:
+    """The primary's side of the pair. Parsing happens here, after the user has everything."""
+    try:
+        return record.side(latency_ms)
+    except Exception as exc:  # never let capture trouble reach the user
+        log.exception("could not read the primary's answer for the pair")
+        return SideOutput(status=record.status, latency_ms=latency_ms, error=f"capture failed: {exc}")
 
 
 def _path_after_v1(path: str) -> str | None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -63,6 +65,62 @@ def openai_error(status: int, message: str, error_type: str, code: str | None = 
     )
 
 
+@dataclass
+class ResponseRecorder:
+    """What we keep while an upstream's bytes pass: a bounded copy, the timings, and what decoding needs.
+
+    The proxy (forwarding to the user) and the background calls (candidate, secondary) record the same way,
+    and both turn the record into a `SideOutput` only at the end, in `side()`.
+    """
+
+    route: str
+    requested_model: str | None
+    keep_body: bool = True
+    started_at: datetime = field(default_factory=utc_now)
+    t0: float = field(default_factory=time.perf_counter)
+    body: bytearray = field(default_factory=bytearray)
+    ttfb_ms: float | None = None
+    status: int | None = None
+    content_type: str | None = None
+    content_encoding: str | None = None
+    transport_error: str | None = None
+
+    def start(self, response: aiohttp.ClientResponse) -> None:
+        self.status = response.status
+        self.content_type = response.headers.get("Content-Type")
+        self.content_encoding = response.headers.get("Content-Encoding")
+
+    def feed(self, chunk: bytes) -> None:
+        if self.ttfb_ms is None:
+            self.ttfb_ms = self.elapsed_ms()
+        if self.keep_body and len(self.body) < CAPTURE_LIMIT_BYTES:
+            self.body += chunk
+
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.t0) * 1000
+
+    def side(self, latency_ms: float | None = None) -> SideOutput:
+        captured = (
+            parse_output(
+                bytes(self.body),
+                content_type=self.content_type,
+                content_encoding=self.content_encoding,
+                route=self.route,
+            )
+            if self.body
+            else CapturedOutput(error=None if self.transport_error else "empty response")
+        )
+        return side_from_capture(
+            captured,
+            status=self.status,
+            latency_ms=self.elapsed_ms() if latency_ms is None else latency_ms,
+            ttft_ms=self.ttfb_ms,
+            started_at=self.started_at,
+            requested_model=self.requested_model,
+            transport_error=self.transport_error,
+        )
+
+
 def side_from_capture(
     captured: CapturedOutput,
     *,
@@ -106,46 +164,20 @@ async def call_and_capture(
     Never raises for upstream trouble: a refused connection, a timeout, a dropped stream all become the
     side's `error`, with whatever text had arrived.
     """
-    started_at = utc_now()
-    t0 = time.perf_counter()
-    buffer = bytearray()
-    ttfb: float | None = None
-    status: int | None = None
-    content_type: str | None = None
-    content_encoding: str | None = None
-    transport_error: str | None = None
+    record = ResponseRecorder(route=route, requested_model=requested_model)
     try:
         async with session.post(
             url, data=body, headers=headers, timeout=timeout, allow_redirects=False
         ) as resp:
-            status = resp.status
-            content_type = resp.headers.get("Content-Type")
-            content_encoding = resp.headers.get("Content-Encoding")
+            record.start(resp)
             async for chunk in resp.content.iter_any():
-                if ttfb is None:
-                    ttfb = (time.perf_counter() - t0) * 1000
-                if len(buffer) < CAPTURE_LIMIT_BYTES:
-                    buffer += chunk
+                record.feed(chunk)
     except TimeoutError:
-        transport_error = f"timed out after {timeout.total or timeout.sock_read} s"
+        record.transport_error = f"timed out after {timeout.total or timeout.sock_read} s"
     except aiohttp.ClientPayloadError as exc:
-        transport_error = f"connection dropped mid-response: {exc}"
+        record.transport_error = f"connection dropped mid-response: {exc}"
     except aiohttp.ClientConnectorError as exc:
-        transport_error = f"cannot connect: {exc.os_error or exc}"
+        record.transport_error = f"cannot connect: {exc.os_error or exc}"
     except (aiohttp.ClientError, OSError) as exc:
-        transport_error = f"{type(exc).__name__}: {exc}"
-    latency_ms = (time.perf_counter() - t0) * 1000
-    captured = (
-        parse_output(bytes(buffer), content_type=content_type, content_encoding=content_encoding, route=route)
-        if buffer
-        else CapturedOutput(error=None if transport_error else "empty response")
-    )
-    return side_from_capture(
-        captured,
-        status=status,
-        latency_ms=latency_ms,
-        ttft_ms=ttfb,
-        started_at=started_at,
-        requested_model=requested_model,
-        transport_error=transport_error,
-    )
+        record.transport_error = f"{type(exc).__name__}: {exc}"
+    return record.side()
