@@ -4,24 +4,29 @@ A text is split into sentences (`evaluators.text.split_sentences`), every senten
 similarities are read against the text's own baseline and the encoder's "unrelated" cosine:
 
 - **topic** measures: the best two-segment split of the text, where the centroids of the two segments are
-  least alike. A text that stays on topic has no split with unrelated halves; a text glued from two sources
-  has one. Binary segmentation on the same measure gives `breaks`: the first sentence after each jump.
-  The split is also read on character bigrams (`bigram_similarity`): two sources share few words.
-- **order** measures: `order_gain`, the mean similarity of adjacent sentences minus that of sentences two or
-  more apart, on embeddings and on character bigrams; `locality_gradient` (adjacent against distance 2-3),
-  `order_gain_z` (the gain in units of the text's own spread) and `side_order_gain` (the gain within each
-  side of the best split, which a splice of two well-ordered halves does not raise), and `order_gain` on
-  character n-grams weighted within the text (`tfidf_similarity`). A shuffle loses all of them.
-  Embeddings ignore order cues that a shuffle breaks, so the discourse cues of `order_cues` count too: a
-  connective or an anaphor opening the text, ordinals out of order (二是 before 一是), quotes closed before
-  they open, a last sentence ending in "；", a short first sentence (a lead is long).
+  least alike (`split_cosine`), and how much more alike sentences are within the sides of a split than
+  across it (`split_contrast`, at the best split and at its maximum), on embeddings, character bigrams and
+  tf-idf bigrams. A text that stays on topic has no split with unrelated halves; a text glued from two
+  sources has one. Binary segmentation on the same measure gives `breaks`: the first sentence after each
+  jump.
+- **order** measures: `order_gain` (adjacent sentences against those two or more apart), its variants, and
+  `permutation_z`: how far the text's own order beats random orders of its own sentences, on embeddings,
+  bigrams, tf-idf and the adjacency head. Reading a text against its own shuffles takes out how alike its
+  sentences are overall, which varies more between texts than order does.
+- **learned heads** (`evaluators.coherence_heads`): where each sentence belongs (a lead introduces, the end
+  concludes), read from its characters and from its embedding, and which sentence may directly follow
+  which; a shuffle breaks both.
+- **discourse cues** (`evaluators.coherence_cues.order_cues`): a connective or an anaphor opening the text,
+  ordinals out of order or continued with no first one, years running backwards, quotes closed before they
+  open, a text ending on "；", references back in the first sentence.
 
-Version 3.0 reads the measures with a three-class logistic model (original / splice / shuffle, fitted on
-validation seeds 10-12 of scripts/validate_evaluators, never on the seeds reported): `GLOBAL_WEIGHTS` is the
-logit of "original rather than spliced", `LOCAL_WEIGHTS` that of "original rather than shuffled", and
+Version 4.0 reads the measures with a three-class logistic model (original / splice / shuffle) written by
+`scripts/fit_coherence` into `evaluators/coherence_weights.py`: `GLOBAL_WEIGHTS` is the logit of "original
+rather than spliced", `LOCAL_WEIGHTS` that of "original rather than shuffled", and
 `score = 1 / (1 + exp(-global) + exp(-local))`, the probability that the text is an original: each part
-flags its own failure (a calibrated OR), where 2.0 took `min` of two separately fitted logits and each part
-blurred the other. The naive minimum adjacent cosine is kept as `naive_min_adjacent` for comparison.
+flags its own failure. Everything is fitted on People's Daily paragraphs that `scripts/validate_evaluators`
+never draws (`evaluators.corpora.coherence_paragraph_pools`). The naive minimum adjacent cosine is kept as
+`naive_min_adjacent` for comparison.
 """
 
 from __future__ import annotations
@@ -39,35 +44,28 @@ from evaluators.coherence_cues import (  # noqa: F401 - re-exported: tests and c
     CONNECTIVES,
     ORDINAL_SERIES,
     bigram_similarity,
+    first_sentence_anaphora,
     order_cues,
     ordinals_out_of_order,
     tfidf_similarity,
     unbalanced_quotes,
 )
+from evaluators.coherence_heads import CoherenceHeads, default_heads, position_features
+from evaluators.coherence_weights import GLOBAL_BIAS, GLOBAL_WEIGHTS, LOCAL_BIAS, LOCAL_WEIGHTS, NEUTRAL
 from evaluators.text import han_count, language_of, split_sentences
 
-# Logits of a three-class logistic model (original / splice / shuffle) fitted on validation seeds 10-12
-# (scripts/validate_evaluators), each read as "original rather than this damage", then rounded.
-GLOBAL_WEIGHTS = {"split_cosine": 4.86, "bigram_split": 71.25, "adjacent_at_split": 7.25, "order_gain": -31.63,
-                  "bigram_order_gain": -14.08, "opens_with_connective": 0.6, "opens_with_anaphor": 0.61,
-                  "ordinals_out_of_order": -1.47, "unbalanced_quotes": -1.09, "ends_open": -3.04,
-                  "locality_gradient": 6.99, "order_gain_z": -1.6, "side_order_gain": 18.61,
-                  "bigram_side_order_gain": -10.92, "first_sentence_length": -0.03, "tfidf1_order_gain": 7.56,
-                  "tfidf2_order_gain": -28.65, "tfidf3_order_gain": 75.44}  # fmt: skip
-GLOBAL_BIAS = 0.07
-LOCAL_WEIGHTS = {"split_cosine": 1.37, "bigram_split": 2.23, "adjacent_at_split": -1.4, "order_gain": -5.41,
-                 "bigram_order_gain": 3.45, "opens_with_connective": -1.11, "opens_with_anaphor": -1.09,
-                 "ordinals_out_of_order": -3.67, "unbalanced_quotes": -2.11, "ends_open": -6.75,
-                 "locality_gradient": -7.02, "order_gain_z": 4.28, "side_order_gain": -1.32,
-                 "bigram_side_order_gain": -5.0, "first_sentence_length": -0.3, "tfidf1_order_gain": 21.63,
-                 "tfidf2_order_gain": 56.35, "tfidf3_order_gain": -56.87}  # fmt: skip
-LOCAL_BIAS = -0.43
-# Without the sentences' text, the text measures take their median on original news paragraphs (seeds 10-12).
-NEUTRAL_LEXICAL = {"bigram_split": 0.042, "bigram_order_gain": 0.015, "bigram_side_order_gain": 0.009,
-                   "first_sentence_length": 0.84, "tfidf1_order_gain": 0.019, "tfidf2_order_gain": 0.006,
-                   "tfidf3_order_gain": 0.0018}  # fmt: skip
 _CUE_NAMES = ("opens_with_connective", "opens_with_anaphor", "ordinals_out_of_order", "unbalanced_quotes",
-              "ends_open")  # fmt: skip
+              "ends_open", "orphan_ordinals", "years_out_of_order", "period_in_clause_run", "opens_with_clause")  # fmt: skip
+# Measures that need the sentences' text, the embedding heads fitted for this encoder, or both; without
+# what they need they take their median over the fitting originals (`NEUTRAL`).
+LEXICAL_FEATURES = ("bigram_split", "bigram_order_gain", "bigram_side_order_gain", "first_sentence_length",
+                    "tfidf1_order_gain", "tfidf2_order_gain", "tfidf3_order_gain", "bigram_contrast",
+                    "tfidf2_contrast", "bigram_best_contrast", "first_sentence_anaphora", "bigram_order_z",
+                    "tfidf1_order_z", "tfidf2_order_z", "position_rho", "position_rho_z", "position_slope",
+                    "first_position_rank", "last_position_rank")  # fmt: skip
+HEAD_FEATURES = ("adjacency_mean", "adjacency_min", "adjacency_order_z", "adjacency_at_split")
+BOTH_FEATURES = ("joint_position_rho", "joint_position_rho_z", "joint_position_slope",
+                 "joint_first_position_rank", "joint_last_position_rank")  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,24 +158,61 @@ def find_breaks(
     )
 
 
-def coherence_of(
+def split_contrast(similarity: np.ndarray, gap: int) -> float:
+    """Mean similarity within the two sides of a split minus that across it (0 without a split).
+
+    >>> round(split_contrast(np.array([[1, .9, .1, .1], [.9, 1, .1, .1], [.1, .1, 1, .9], [.1, .1, .9, 1]]), 2), 2)
+    0.8
+    """
+    n = len(similarity)
+    if not 0 < gap < n:
+        return 0.0
+    side = np.arange(n) >= gap
+    same_side = side[:, None] == side[None, :]
+    within = similarity[same_side & ~np.eye(n, dtype=bool)]
+    return float(within.mean() - similarity[~same_side].mean()) if within.size else 0.0
+
+
+def best_contrast(similarity: np.ndarray) -> float:
+    """The largest `split_contrast` over every split with two sentences or more on each side (0 below 4)."""
+    return max((split_contrast(similarity, gap) for gap in range(2, len(similarity) - 1)), default=0.0)
+
+
+def permutation_z(scores: np.ndarray, draws: int = 200) -> float:
+    """How far the text's own order beats random orders of its sentences, in standard deviations: the sum
+    of `scores[i, i + 1]` (how well sentence i + 1 follows sentence i) against that sum over `draws` random
+    permutations. Reading each text against its own shuffles takes out how alike its sentences are overall,
+    which varies far more between texts than order does. The permutations are seeded by the sentence count:
+    the same text always gets the same value.
+
+    >>> chain = 1.0 - 0.2 * np.abs(np.subtract.outer(np.arange(6), np.arange(6)))
+    >>> permutation_z(chain) > 2.0, abs(permutation_z(np.ones((6, 6)))) < 1e-6
+    (True, True)
+    """
+    n = len(scores)
+    if n < 3:
+        return 0.0
+    rng = np.random.default_rng(n)
+    orders = np.argsort(rng.random((draws, n)), axis=1)
+    shuffled = scores[orders[:, :-1], orders[:, 1:]].sum(axis=1)
+    own = float(np.trace(scores, offset=1))
+    return float((own - shuffled.mean()) / (shuffled.std() + 1e-9))
+
+
+def coherence_features(
     sentence_embeddings: np.ndarray,
     sentences: Sequence[str] | None = None,
     *,
     baseline: float = 0.0,
-    break_cosine: float = 0.3,
-    global_shift: float = 0.0,
-) -> CoherenceResult:
-    """Coherence of one text from its L2-normalised sentence embeddings (n, dim) and, if given, the sentences.
+    encoder_name: str | None = None,
+    heads: CoherenceHeads | None = None,
+) -> tuple[dict[str, float], int]:
+    """Every measure the coherence logits read, and the best split's first sentence (0: no split).
 
-    - `sentences`: the text of each embedded sentence, for the bigram measures and `order_cues`; without
-      them the bigram measures take a neutral value (`NEUTRAL_LEXICAL`) and the cues read 0.
-    - `baseline`: cosine unrelated sentences reach with this encoder (the encoder's `similarity_baseline`).
-    - `break_cosine`: a split whose segment centroids are less alike than this (rescaled) is a break.
-    - `global_shift`: added to the global logit; above 0 favours shuffles (order) over splices (topic).
-
-    `score = 1 / (1 + exp(-global logit) + exp(-local logit))`; see scripts/validate_evaluators for what it
-    reaches.
+    - `sentences`: without them the measures read on text (`LEXICAL_FEATURES`) take their neutral value
+      (`NEUTRAL`) and the discourse cues read 0;
+    - `heads`: the learned heads (default: the shipped `coherence_heads.npz`); their embedding measures
+      (`HEAD_FEATURES`) only count when `encoder_name` is the encoder they were fitted with.
     """
     embeddings = np.asarray(sentence_embeddings, dtype=np.float64)
     similarity = embeddings @ embeddings.T - baseline
@@ -189,34 +224,92 @@ def coherence_of(
         "locality_gradient": locality_gradient(similarity),
         "order_gain_z": order_gain_z(similarity),
         "side_order_gain": side_order_gain(similarity, gap),
+        "embedding_contrast": split_contrast(similarity, gap),
+        "embedding_best_contrast": best_contrast(similarity),
+        "embedding_order_z": permutation_z(similarity),
         **dict.fromkeys(_CUE_NAMES, 0.0),
-        **NEUTRAL_LEXICAL,
+        **{name: NEUTRAL.get(name, 0.0) for name in LEXICAL_FEATURES + HEAD_FEATURES + BOTH_FEATURES},
     }
-    if sentences is not None:
-        if len(sentences) != len(embeddings):
-            raise ValueError(
-                f"{len(sentences)} sentences for {len(embeddings)} embeddings: pass one of each."
-            )
-        lexical = bigram_similarity(sentences)
-        features["bigram_split"] = float(lexical[:gap, gap:].mean()) if gap else 1.0
-        features["bigram_order_gain"] = order_gain(lexical)
-        features["bigram_side_order_gain"] = side_order_gain(lexical, gap)
-        features["first_sentence_length"] = len(sentences[0]) / max(
-            1.0, float(np.mean([len(sentence) for sentence in sentences]))
-        )
-        for size in (1, 2, 3):
-            features[f"tfidf{size}_order_gain"] = order_gain(tfidf_similarity(sentences, size))
-        features.update(order_cues(sentences))
+    heads = heads or default_heads()
+    embedding_heads = heads.fits(encoder_name)
+    if embedding_heads:
+        adjacency = heads.adjacency_logits(embeddings)
+        adjacent = np.diagonal(adjacency, offset=1)
+        features["adjacency_mean"] = float(adjacent.mean()) if adjacent.size else 0.0
+        features["adjacency_min"] = float(adjacent.min()) if adjacent.size else 0.0
+        features["adjacency_order_z"] = permutation_z(adjacency)
+        features["adjacency_at_split"] = float(adjacency[gap - 1, gap]) if gap else 0.0
+    if sentences is None:
+        return features, gap
+    if len(sentences) != len(embeddings):
+        raise ValueError(f"{len(sentences)} sentences for {len(embeddings)} embeddings: pass one of each.")
+    lexical = bigram_similarity(sentences)
+    features["bigram_split"] = float(lexical[:gap, gap:].mean()) if gap else 1.0
+    features["bigram_order_gain"] = order_gain(lexical)
+    features["bigram_side_order_gain"] = side_order_gain(lexical, gap)
+    features["bigram_contrast"] = split_contrast(lexical, gap)
+    features["bigram_best_contrast"] = best_contrast(lexical)
+    features["first_sentence_length"] = len(sentences[0]) / max(
+        1.0, float(np.mean([len(sentence) for sentence in sentences]))
+    )
+    features["bigram_order_z"] = permutation_z(lexical)
+    for size in (1, 2, 3):
+        weighted = tfidf_similarity(sentences, size)
+        features[f"tfidf{size}_order_gain"] = order_gain(weighted)
+        if size in (1, 2):
+            features[f"tfidf{size}_order_z"] = permutation_z(weighted)
+        if size == 2:
+            features["tfidf2_contrast"] = split_contrast(weighted, gap)
+    features["first_sentence_anaphora"] = first_sentence_anaphora(sentences)
+    features.update(order_cues(sentences))
+    lexical_positions = heads.lexical_positions(sentences)
+    features.update(position_features(lexical_positions))
+    if embedding_heads:
+        joint = lexical_positions + heads.embedding_positions(embeddings)
+        features.update(position_features(joint, prefix="joint_"))
+    return features, gap
+
+
+def coherence_of(
+    sentence_embeddings: np.ndarray,
+    sentences: Sequence[str] | None = None,
+    *,
+    baseline: float = 0.0,
+    break_cosine: float = 0.3,
+    global_shift: float = 0.0,
+    encoder_name: str | None = None,
+    heads: CoherenceHeads | None = None,
+) -> CoherenceResult:
+    """Coherence of one text from its L2-normalised sentence embeddings (n, dim) and, if given, the sentences.
+
+    - `sentences`: the text of each embedded sentence, for the measures read on text (`coherence_features`).
+    - `baseline`: cosine unrelated sentences reach with this encoder (the encoder's `similarity_baseline`).
+    - `encoder_name`, `heads`: see `coherence_features`.
+    - `break_cosine`: a split whose segment centroids are less alike than this (rescaled) is a break.
+    - `global_shift`: added to the global logit; above 0 favours shuffles (order) over splices (topic).
+
+    `score = 1 / (1 + exp(-global logit) + exp(-local logit))`; see scripts/validate_evaluators for what it
+    reaches.
+    """
+    features, _ = coherence_features(
+        sentence_embeddings, sentences, baseline=baseline, encoder_name=encoder_name, heads=heads
+    )
     global_logit = GLOBAL_BIAS + global_shift + sum(w * features[k] for k, w in GLOBAL_WEIGHTS.items())
     local_logit = LOCAL_BIAS + sum(w * features[k] for k, w in LOCAL_WEIGHTS.items())
+    embeddings = np.asarray(sentence_embeddings, dtype=np.float64)
     breaks = find_breaks(embeddings, break_cosine=break_cosine, baseline=baseline)
+    if not breaks and global_logit < 0:
+        # The model finds a splice more likely than an original although no split clears `break_cosine`
+        # (two sources on neighbouring topics): the best split is where it is.
+        _, gap = best_split(embeddings, baseline)
+        breaks = [gap] if gap else []
     return CoherenceResult(
         score=_original_probability(global_logit, local_logit),
         breaks=breaks,
         order_gain=features["order_gain"],
         local_score=_sigmoid(local_logit),
         global_score=_sigmoid(global_logit),
-        split_cosine=split_cosine,
+        split_cosine=features["split_cosine"],
         features=features,
     )
 
@@ -253,7 +346,7 @@ class CoherenceEvaluator(Evaluator):
     """
 
     name: ClassVar[str] = "coherence"
-    version: ClassVar[str] = "3.0"
+    version: ClassVar[str] = "4.0"
     higher_is_better: ClassVar[bool] = True
     primary_metric: ClassVar[str] = "score"
     pairwise: ClassVar[bool] = False
@@ -300,6 +393,7 @@ class CoherenceEvaluator(Evaluator):
                 embeddings[position : position + len(sentences)],
                 sentences,
                 baseline=baseline,
+                encoder_name=getattr(context.encoder, "name", None),
                 **self.coherence_options,
             )
             position += len(sentences)

