@@ -215,10 +215,31 @@ def coherence_features(
       (`HEAD_FEATURES`) only count when `encoder_name` is the encoder they were fitted with.
     """
     embeddings = np.asarray(sentence_embeddings, dtype=np.float64)
-    similarity = embeddings @ embeddings.T - baseline
+    if sentences is not None and len(sentences) != len(embeddings):
+        raise ValueError(f"{len(sentences)} sentences for {len(embeddings)} embeddings: pass one of each.")
     split_cosine, gap = best_split(embeddings, baseline)
     features = {
         "split_cosine": split_cosine,
+        **_embedding_measures(embeddings @ embeddings.T - baseline, gap),
+        **dict.fromkeys(_CUE_NAMES, 0.0),
+        **{name: NEUTRAL.get(name, 0.0) for name in LEXICAL_FEATURES + HEAD_FEATURES + BOTH_FEATURES},
+    }
+    heads = heads or default_heads()
+    embedding_heads = heads.fits(encoder_name)
+    if embedding_heads:
+        features.update(_adjacency_measures(heads.adjacency_logits(embeddings), gap))
+    if sentences is not None:
+        features.update(_text_measures(sentences, gap))
+        lexical_positions = heads.lexical_positions(sentences)
+        features.update(position_features(lexical_positions))
+        if embedding_heads:
+            joint = lexical_positions + heads.embedding_positions(embeddings)
+            features.update(position_features(joint, prefix="joint_"))
+    return features, gap
+
+
+def _embedding_measures(similarity: np.ndarray, gap: int) -> dict[str, float]:
+    return {
         "adjacent_at_split": float(similarity[gap - 1, gap]) if gap else 1.0,
         "order_gain": order_gain(similarity),
         "locality_gradient": locality_gradient(similarity),
@@ -227,47 +248,42 @@ def coherence_features(
         "embedding_contrast": split_contrast(similarity, gap),
         "embedding_best_contrast": best_contrast(similarity),
         "embedding_order_z": permutation_z(similarity),
-        **dict.fromkeys(_CUE_NAMES, 0.0),
-        **{name: NEUTRAL.get(name, 0.0) for name in LEXICAL_FEATURES + HEAD_FEATURES + BOTH_FEATURES},
     }
-    heads = heads or default_heads()
-    embedding_heads = heads.fits(encoder_name)
-    if embedding_heads:
-        adjacency = heads.adjacency_logits(embeddings)
-        adjacent = np.diagonal(adjacency, offset=1)
-        features["adjacency_mean"] = float(adjacent.mean()) if adjacent.size else 0.0
-        features["adjacency_min"] = float(adjacent.min()) if adjacent.size else 0.0
-        features["adjacency_order_z"] = permutation_z(adjacency)
-        features["adjacency_at_split"] = float(adjacency[gap - 1, gap]) if gap else 0.0
-    if sentences is None:
-        return features, gap
-    if len(sentences) != len(embeddings):
-        raise ValueError(f"{len(sentences)} sentences for {len(embeddings)} embeddings: pass one of each.")
+
+
+def _adjacency_measures(adjacency: np.ndarray, gap: int) -> dict[str, float]:
+    adjacent = np.diagonal(adjacency, offset=1)
+    return {
+        "adjacency_mean": float(adjacent.mean()) if adjacent.size else 0.0,
+        "adjacency_min": float(adjacent.min()) if adjacent.size else 0.0,
+        "adjacency_order_z": permutation_z(adjacency),
+        "adjacency_at_split": float(adjacency[gap - 1, gap]) if gap else 0.0,
+    }
+
+
+def _text_measures(sentences: Sequence[str], gap: int) -> dict[str, float]:
+    """Shared words across and along the text (bigrams, tf-idf n-grams) and the discourse cues."""
     lexical = bigram_similarity(sentences)
-    features["bigram_split"] = float(lexical[:gap, gap:].mean()) if gap else 1.0
-    features["bigram_order_gain"] = order_gain(lexical)
-    features["bigram_side_order_gain"] = side_order_gain(lexical, gap)
-    features["bigram_contrast"] = split_contrast(lexical, gap)
-    features["bigram_best_contrast"] = best_contrast(lexical)
-    features["first_sentence_length"] = len(sentences[0]) / max(
-        1.0, float(np.mean([len(sentence) for sentence in sentences]))
-    )
-    features["bigram_order_z"] = permutation_z(lexical)
+    measures = {
+        "bigram_split": float(lexical[:gap, gap:].mean()) if gap else 1.0,
+        "bigram_order_gain": order_gain(lexical),
+        "bigram_side_order_gain": side_order_gain(lexical, gap),
+        "bigram_contrast": split_contrast(lexical, gap),
+        "bigram_best_contrast": best_contrast(lexical),
+        "bigram_order_z": permutation_z(lexical),
+        "first_sentence_length": len(sentences[0])
+        / max(1.0, float(np.mean([len(sentence) for sentence in sentences]))),
+        "first_sentence_anaphora": first_sentence_anaphora(sentences),
+    }
     for size in (1, 2, 3):
         weighted = tfidf_similarity(sentences, size)
-        features[f"tfidf{size}_order_gain"] = order_gain(weighted)
+        measures[f"tfidf{size}_order_gain"] = order_gain(weighted)
         if size in (1, 2):
-            features[f"tfidf{size}_order_z"] = permutation_z(weighted)
+            measures[f"tfidf{size}_order_z"] = permutation_z(weighted)
         if size == 2:
-            features["tfidf2_contrast"] = split_contrast(weighted, gap)
-    features["first_sentence_anaphora"] = first_sentence_anaphora(sentences)
-    features.update(order_cues(sentences))
-    lexical_positions = heads.lexical_positions(sentences)
-    features.update(position_features(lexical_positions))
-    if embedding_heads:
-        joint = lexical_positions + heads.embedding_positions(embeddings)
-        features.update(position_features(joint, prefix="joint_"))
-    return features, gap
+            measures["tfidf2_contrast"] = split_contrast(weighted, gap)
+    measures.update(order_cues(sentences))
+    return measures
 
 
 def coherence_of(
