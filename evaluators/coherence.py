@@ -307,7 +307,7 @@ def coherence_of(
     `score = 1 / (1 + exp(-global logit) + exp(-local logit))`; see scripts/validate_evaluators for what it
     reaches.
     """
-    features, _ = coherence_features(
+    features, gap = coherence_features(
         sentence_embeddings, sentences, baseline=baseline, encoder_name=encoder_name, heads=heads
     )
     global_logit = GLOBAL_BIAS + global_shift + sum(w * features[k] for k, w in GLOBAL_WEIGHTS.items())
@@ -317,7 +317,6 @@ def coherence_of(
     if not breaks and global_logit < 0:
         # The model finds a splice more likely than an original although no split clears `break_cosine`
         # (two sources on neighbouring topics): the best split is where it is.
-        _, gap = best_split(embeddings, baseline)
         breaks = [gap] if gap else []
     return CoherenceResult(
         score=_original_probability(global_logit, local_logit),

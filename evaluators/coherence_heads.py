@@ -27,11 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
+from evaluators.coherence_cues import _OPENING_PUNCTUATION
+
 HASH_BUCKETS = 2**15
 HEADS_PATH = Path(__file__).with_name("coherence_heads.npz")
 # Digits fold to 0: "１９９７年" and "２００４年" are the same cue (a date), not two.
 _DIGITS_TO_ZERO = str.maketrans("０１２３４５６７８９123456789", "0000000000000000000")
-_OPENING_PUNCTUATION = "“「『（(—-　 \"'"
 _LENGTH_SCALE = 50.0  # characters per unit of the length feature
 
 
