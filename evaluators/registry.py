@@ -121,6 +121,7 @@ RESERVED_KEYS = frozenset(
         "user_bucket",
         "user_key_hash",
         "user_cancelled",
+        "capture_notes",
     }
 )
 """Pair fields and output keys an evaluator name may not shadow."""

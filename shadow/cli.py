@@ -18,14 +18,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from shadow.cli_settings import add_settings_flags, settings_from
 from shadow.errors import UserError
-from shadow.settings import SettingsError
+from shadow.logs import configure_logging
+from shadow.settings import SettingsError, default_of
 
 EXIT_USAGE = 2
 
@@ -45,6 +46,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UserError(
             "--candidate is required: the OpenAI base URL of the model to evaluate (ending in /v1)"
         )
+    from shadow.admin import admin_token_required
+
+    admin_token_required(settings)  # refuse an open admin listener without a token before anything starts
     with asyncio.Runner(loop_factory=_fast_event_loop()) as runner:
         runner.run(serve_forever(settings))
     return 0
@@ -277,16 +281,25 @@ def _subcommand_of(argv: list[str]) -> str | None:
     return None
 
 
+def _log_level(args: argparse.Namespace) -> str:
+    """--log-level where the command has the flag, else SHADOW_LOG_LEVEL or the TOML file's log_level."""
+    flag = getattr(args, "log_level", None)
+    if flag:
+        return str(flag)
+    try:
+        return settings_from(args).log_level
+    except SettingsError:  # a command that reads its settings says what is wrong with them itself
+        return os.environ.get("SHADOW_LOG_LEVEL") or default_of("log_level")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(_subcommand_of(argv))
     args = parser.parse_args(argv)
     if not hasattr(args, "config"):
         args.config = None
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
     try:
+        configure_logging(_log_level(args))
         return int(args.func(args))
     except (UserError, SettingsError) as exc:
         print(f"shadow {args.command}: error: {exc}", file=sys.stderr)

@@ -1,10 +1,10 @@
-"""Mirroring: decide which requests go to the candidate, send them in the background, and turn each
+"""Mirroring, in the capture worker: decide which requests go to the candidate, send them, and turn each
 finished exchange into a stored pair.
 
-The user's request never waits on anything here. `Mirror.offer()` is synchronous and O(1): it decides,
-and either puts a job on a bounded queue or drops it (counted). A fixed pool of workers (the cap on mirrors
-in flight) sends the candidate call, and sometimes a second primary call (the secondary, for the noise
-floor), then waits for the primary's answer, which the proxy hands over when the user's response ends.
+`Mirror.offer()` is synchronous: it decides, and either puts a job on a bounded queue or drops it
+(counted). A fixed pool of tasks (the cap on mirrors in flight) sends the candidate call, and sometimes a
+second primary call (the secondary, for the noise floor), then waits for the primary's answer, which the
+worker hands over when the serving process reports the user's response ended.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import random
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -22,17 +23,16 @@ import aiohttp
 
 from shadow.breaker import CircuitBreaker
 from shadow.budget import MirrorBudget
+from shadow.http_headers import forward_request_headers, join_url, split_credentials
 from shadow.metrics import SidecarMetrics
 from shadow.pairs import Pair, SideOutput, prompt_of, utc_now
 from shadow.redact import Redactor
+from shadow.routes import MIRRORED_ROUTES
 from shadow.sampling import StickySampler, bucket_of, forced_decision, hash_user_key, header_value, user_key
 from shadow.settings import Settings
-from shadow.upstream import call_and_capture, forward_request_headers, join_url
+from shadow.upstream import call_and_capture
 
 log = logging.getLogger(__name__)
-
-MIRRORED_ROUTES = {"/chat/completions": "chat", "/completions": "completions"}
-"""Paths after the `/v1` base; every other path is passed through to the primary only."""
 
 
 class PairSink(Protocol):
@@ -41,8 +41,12 @@ class PairSink(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class PrimaryOutcome:
-    side: SideOutput
-    user_cancelled: bool
+    side: SideOutput | None
+    """None when the exchange did not complete for the user (or its copy was lost): no pair is stored."""
+    user_cancelled: bool = False
+    notes: tuple[str, ...] = ()
+    dropped: str | None = None
+    """Why there is no side: the reason counted in `shadow_mirror_dropped`."""
 
 
 @dataclass(slots=True)
@@ -88,6 +92,9 @@ class Mirror:
         self._queue: asyncio.Queue[MirrorJob] = asyncio.Queue(maxsize=settings.mirror_queue_size)
         self._workers: list[asyncio.Task[None]] = []
         self._accepting = False
+        self._stopping = False
+        self._candidate_url, self._candidate_auth = split_credentials(settings.candidate)
+        self._primary_url, self._primary_auth = split_credentials(settings.primary)
         self._candidate_timeout = aiohttp.ClientTimeout(total=settings.candidate_timeout_s)
 
     # --- lifecycle ---------------------------------------------------------------------------------------
@@ -100,11 +107,13 @@ class Mirror:
         ]
 
     async def drain(self, timeout_s: float) -> None:
-        """Stop taking new mirrors; let queued and running ones finish within the bound, then cancel.
+        """Stop taking new mirrors; let queued and running ones finish within the bound, then cut them off.
 
-        A mirror cancelled here never completed, so no pair is lost by dropping it; it is counted.
+        A mirror cut off after its user exchange completed is still stored, with the candidate (or the
+        secondary) marked as cut off by the shutdown; one whose user exchange never completed is dropped.
         """
         self._accepting = False
+        self._stopping = True
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._queue.join(), timeout_s)
         for task in self._workers:
@@ -113,8 +122,13 @@ class Mirror:
         while not self._queue.empty():
             job = self._queue.get_nowait()
             self._queue.task_done()
-            self._drop("shutdown")
-            job.primary.cancel()
+            outcome = job.primary.result() if job.primary.done() and not job.primary.cancelled() else None
+            if outcome is not None and outcome.side is not None:
+                never_sent = SideOutput(error="not sent: the sidecar shut down while this mirror was queued")
+                secondary = never_sent if job.secondary_headers is not None else None
+                self._store(job, outcome, never_sent, secondary, [])
+            else:
+                self._drop("shutdown")
         self._workers = []
 
     @property
@@ -162,7 +176,7 @@ class Mirror:
             stream=bool(body.get("stream")),
             candidate_headers=self._candidate_headers(headers),
             secondary_headers=(
-                list(forward_request_headers(headers).items())
+                _secondary_headers(headers, self._primary_auth)
                 if self._rng.random() < self.settings.secondary_rate
                 else None
             ),
@@ -191,6 +205,8 @@ class Mirror:
                 headers.append(("Authorization", user_auth))
         elif self.settings.candidate_api_key:
             headers.append(("Authorization", f"Bearer {self.settings.candidate_api_key}"))
+        if self._candidate_auth is not None and not any(k == "Authorization" for k, _ in headers):
+            headers.append(("Authorization", self._candidate_auth))
         return headers
 
     def _segment(self, headers: Mapping[str, str]) -> dict[str, str]:
@@ -213,10 +229,7 @@ class Mirror:
             self.metrics.mirrors_in_flight.inc()
             try:
                 await self._complete(job)
-            except asyncio.CancelledError:
-                self._drop("shutdown")
-                raise
-            except Exception:
+            except Exception:  # not CancelledError: a shutdown's cut-off is _complete's to handle
                 log.exception("mirror failed; its pair is not stored")
                 self._drop("internal_error")
             finally:
@@ -226,35 +239,63 @@ class Mirror:
     async def _complete(self, job: MirrorJob) -> None:
         candidate_body = candidate_request_body(job.body, self.settings)
         path = next(p for p, r in MIRRORED_ROUTES.items() if r == job.route)
-        calls = [
-            call_and_capture(
-                self.session,
-                join_url(self.settings.candidate, path),
-                body=json.dumps(candidate_body, ensure_ascii=False).encode(),
-                headers=job.candidate_headers,
-                route=job.route,
-                timeout=self._candidate_timeout,
-                requested_model=candidate_body.get("model"),
-            )
-        ]
-        if job.secondary_headers is not None:
-            calls.append(
+        notes: list[str] = []
+
+        def call(base_url: str, body: dict[str, Any], headers: list[tuple[str, str]], side: str) -> Any:
+            return asyncio.ensure_future(
                 call_and_capture(
                     self.session,
-                    join_url(self.settings.primary, path),
-                    body=json.dumps(job.body, ensure_ascii=False).encode(),
-                    headers=job.secondary_headers,
+                    join_url(base_url, path),
+                    body=json.dumps(body, ensure_ascii=False).encode(),
+                    headers=headers,
                     route=job.route,
                     timeout=self._candidate_timeout,
-                    requested_model=job.body.get("model"),
+                    requested_model=body.get("model"),
+                    limit_bytes=self.settings.capture_max_bytes,
+                    notes=notes,
+                    label=side,
                 )
             )
-        results = await asyncio.gather(*calls)
-        candidate = results[0]
-        secondary = results[1] if len(results) > 1 else None
+
+        calls = {"candidate": call(self._candidate_url, candidate_body, job.candidate_headers, "candidate")}
+        if job.secondary_headers is not None:
+            calls["secondary"] = call(self._primary_url, job.body, job.secondary_headers, "secondary")
+        started = time.monotonic()
+        try:
+            await asyncio.gather(*calls.values())
+            outcome = await job.primary
+        except asyncio.CancelledError:
+            # Shutdown: an exchange the user saw complete is still stored; its unfinished calls say so.
+            for call in calls.values():
+                call.cancel()
+            outcome = job.primary.result() if job.primary.done() and not job.primary.cancelled() else None
+            if self._stopping and outcome is not None and outcome.side is not None:
+                waited = time.monotonic() - started
+                sides = {
+                    name: call.result() if call.done() and not call.cancelled() else _cut_off(waited)
+                    for name, call in calls.items()
+                }
+                self._store(job, outcome, sides["candidate"], sides.get("secondary"), notes)
+            else:
+                self._drop("shutdown")
+            raise
+        candidate = calls["candidate"].result()
+        secondary = calls["secondary"].result() if "secondary" in calls else None
         self._account_candidate(candidate)
-        outcome = await job.primary
-        self.sink.submit(self._build_pair(job, outcome, candidate, secondary))
+        if outcome.side is None:
+            self._drop(outcome.dropped or "incomplete")
+            return
+        self._store(job, outcome, candidate, secondary, notes)
+
+    def _store(
+        self,
+        job: MirrorJob,
+        outcome: PrimaryOutcome,
+        candidate: SideOutput,
+        secondary: SideOutput | None,
+        notes: list[str],
+    ) -> None:
+        self.sink.submit(self._build_pair(job, outcome, candidate, secondary, [*outcome.notes, *notes]))
         self.metrics.pairs_stored.inc()
 
     def _account_candidate(self, candidate: SideOutput) -> None:
@@ -281,7 +322,12 @@ class Mirror:
             self.budget.record_tokens(tokens)
 
     def _build_pair(
-        self, job: MirrorJob, outcome: PrimaryOutcome, candidate: SideOutput, secondary: SideOutput | None
+        self,
+        job: MirrorJob,
+        outcome: PrimaryOutcome,
+        candidate: SideOutput,
+        secondary: SideOutput | None,
+        notes: list[str],
     ) -> Pair:
         redact = self.redactor.redact
         request = self.redactor.redact_obj(job.body)
@@ -291,7 +337,7 @@ class Mirror:
             prompt=prompt_of(request),
             route=job.route,
             stream=job.stream,
-            baseline=_redacted_side(outcome.side, redact),
+            baseline=_redacted_side(outcome.side or SideOutput(), redact),
             candidate=_redacted_side(candidate, redact),
             secondary=_redacted_side(secondary, redact) if secondary else None,
             user_key_hash=job.user_key_hash,
@@ -299,7 +345,19 @@ class Mirror:
             segment=job.segment,
             user_cancelled=outcome.user_cancelled,
             created_at=job.created_at,
+            capture_notes=notes,
         )
+
+
+def _secondary_headers(user_headers: Mapping[str, str], primary_auth: str | None) -> list[tuple[str, str]]:
+    """The user's headers for a second call to the primary. We send the body as decoded JSON, so the user's
+    `Content-Encoding` (a gzip body) no longer describes it."""
+    headers = [
+        (k, v) for k, v in forward_request_headers(user_headers).items() if k.lower() != "content-encoding"
+    ]
+    if primary_auth is not None and not any(k.lower() == "authorization" for k, _ in headers):
+        headers.append(("Authorization", primary_auth))
+    return headers
 
 
 def candidate_request_body(body: dict[str, Any], settings: Settings) -> dict[str, Any]:
@@ -308,6 +366,10 @@ def candidate_request_body(body: dict[str, Any], settings: Settings) -> dict[str
     if settings.candidate_model:
         candidate_body["model"] = settings.candidate_model
     return candidate_body
+
+
+def _cut_off(waited_s: float) -> SideOutput:
+    return SideOutput(error=f"cut off by the sidecar's shutdown after {waited_s:.1f} s without an answer")
 
 
 def _redacted_side(side: SideOutput, redact: Any) -> SideOutput:

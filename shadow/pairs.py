@@ -32,6 +32,7 @@ CORE_FIELDS = (
     "user_bucket",
     "segment",
     "user_cancelled",
+    "capture_notes",
 )
 
 
@@ -85,6 +86,9 @@ class Pair:
     created_at: datetime = field(default_factory=utc_now)
     extra: dict[str, Any] = field(default_factory=dict)
     """Fields this version does not know (from an import, or added by `shadow score`); kept verbatim."""
+    capture_notes: list[str] = field(default_factory=list)
+    """One line per thing capture or storage changed in this pair (a truncated body, an invalid character
+    replaced), so that a reader can tell an altered pair from a faithful one."""
 
     def side(self, name: str) -> SideOutput | None:
         if name not in SIDES:
@@ -106,6 +110,7 @@ class Pair:
             "user_bucket": self.user_bucket,
             "segment": dict(self.segment),
             "user_cancelled": self.user_cancelled,
+            "capture_notes": list(self.capture_notes),
         }
         for name in SIDES:
             side = self.side(name)
@@ -132,6 +137,9 @@ class Pair:
         segment = obj.get("segment") or {}
         if not isinstance(segment, dict):
             raise PairFormatError("field 'segment' must be an object of tag names to values")
+        notes = obj.get("capture_notes") or []  # files written before the field existed have none
+        if not isinstance(notes, list):
+            raise PairFormatError("field 'capture_notes' must be a list of strings")
         known = set(CORE_FIELDS) | set(SIDES) | {f"{s}_{f}" for s in SIDES for f in SIDE_FIELDS}
         sides: dict[str, SideOutput | None] = {}
         for name in SIDES:
@@ -159,6 +167,7 @@ class Pair:
             user_bucket=obj.get("user_bucket"),
             segment={str(k): str(v) for k, v in segment.items()},
             user_cancelled=bool(obj.get("user_cancelled", False)),
+            capture_notes=[str(note) for note in notes],
             extra={k: v for k, v in obj.items() if k not in known},
         )
 

@@ -1,160 +1,212 @@
 """The user-facing listener: every request goes to the primary, and the user gets the primary's answer
-byte for byte. A copy of the answer is kept for the pair when the request is mirrored.
+byte for byte and on time. This is the only work this process does.
 
-What we promise the user: status, headers (less hop-by-hop ones) and body bytes as the primary sent
-them; streams forwarded chunk by chunk as they arrive, never buffered or compressed. Our own failures
-(mirroring, capture, storage) are logged and swallowed; only an upstream failure before the first byte
-is ours to answer, with a 502 in OpenAI's error shape.
+What we promise the user: status, headers (less hop-by-hop ones) and body bytes as the primary sent them;
+streams forwarded chunk by chunk as they arrive, never buffered, compressed or decompressed, in either
+direction; no header of ours added. Only a failure before the primary's first byte is ours to answer, with
+a 502 in OpenAI's error shape.
+
+For a request that may be mirrored, a bounded copy of the request and of the answer goes to the capture
+worker over a local channel (`shadow.capture_link`), after each chunk has been handed to the user. Nothing
+is parsed here: the worker decides whether the exchange is sampled and does everything else.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import AsyncIterator
 
 import aiohttp
-from aiohttp import web
+from aiohttp import hdrs, web
+from multidict import CIMultiDict
 from yarl import URL
 
-from shadow.metrics import SidecarMetrics
-from shadow.mirror import Mirror, MirrorJob, PrimaryOutcome
-from shadow.pairs import SideOutput
-from shadow.settings import Settings
-from shadow.upstream import (
-    ResponseRecorder,
+from shadow.capture_link import CaptureLink, Exchange, RequestTiming
+from shadow.http_headers import (
     forward_request_headers,
     forward_response_headers,
     join_url,
     openai_error,
+    split_credentials,
 )
+from shadow.logs import scrub
+from shadow.routes import MIRRORED_ROUTES, path_after_v1
+from shadow.settings import Settings
 
 log = logging.getLogger(__name__)
 
 # The client went away while we were writing to it.
 _CLIENT_GONE = (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)
 
+_DEFAULTS_AIOHTTP_ADDS = (hdrs.CONTENT_TYPE, hdrs.DATE, hdrs.SERVER)
+
+
+class ExactResponse(web.StreamResponse):
+    """A StreamResponse that adds no header of its own.
+
+    aiohttp fills in `Content-Type: application/octet-stream`, `Date` and `Server` when a response has none;
+    a primary that sent none of them must reach the user that way too. (A private hook: the transparency
+    tests pin it across aiohttp upgrades.)"""
+
+    async def _prepare_headers(self) -> None:
+        given = {name for name in _DEFAULTS_AIOHTTP_ADDS if name in self.headers}
+        await super()._prepare_headers()
+        for name in _DEFAULTS_AIOHTTP_ADDS:
+            if name not in given:
+                self.headers.popall(name, None)
+
 
 class Proxy:
-    def __init__(
-        self,
-        settings: Settings,
-        session: aiohttp.ClientSession,
-        mirror: Mirror | None,
-        metrics: SidecarMetrics,
-    ) -> None:
+    def __init__(self, settings: Settings, session: aiohttp.ClientSession, link: CaptureLink | None) -> None:
         self.settings = settings
         self.session = session
-        self.mirror = mirror
-        self.metrics = metrics
+        self.link = link
         # Streams stay open for as long as the model writes; only silence is bounded.
         self.timeout = aiohttp.ClientTimeout(
             total=None, connect=settings.primary_connect_timeout_s, sock_read=settings.primary_read_timeout_s
         )
-        self._primary_origin = str(URL(settings.primary).origin()) if settings.primary else ""
+        self._primary, self._primary_auth = split_credentials(settings.primary)
+        self._primary_origin = str(URL(self._primary).origin()) if settings.primary else ""
+        self._in_flight: set[asyncio.Task[object]] = set()
 
     def create_app(self) -> web.Application:
-        app = web.Application(client_max_size=self.settings.max_body_bytes)
+        # client_max_size only bounds request.read(), which we call for bodies that fit the capture bound;
+        # larger ones are streamed through without it.
+        app = web.Application(client_max_size=self.settings.capture_max_bytes + 1)
         app.router.add_route("*", "/{tail:.*}", self.handle)
         return app
 
+    async def drain(self, timeout_s: float) -> None:
+        """Let requests in flight finish within `timeout_s`, then cut off the rest (a stream that never
+        ends). aiohttp's own shutdown cannot: it cancels a handler only through the request body."""
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight), timeout=max(timeout_s, 0.0))
+        for task in list(self._in_flight):
+            task.cancel()
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight), timeout=1.0)
+
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        task = asyncio.current_task()
+        if task is not None:
+            self._in_flight.add(task)
         try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return openai_error(
-                413,
-                f"Request body is larger than the sidecar's limit of {self.settings.max_body_bytes} bytes.",
-                "invalid_request_error",
-                "request_too_large",
-            )
-        path_after_v1 = _path_after_v1(request.path)
-        route_label = path_after_v1 if path_after_v1 in ("/chat/completions", "/completions") else "other"
-        job = None
-        if self.mirror is not None and request.method == "POST" and path_after_v1 is not None:
-            job = self.mirror.offer(path_after_v1, body, request.headers, request.remote)
-        if path_after_v1 is not None:
-            url = join_url(self.settings.primary, path_after_v1, request.query_string)
+            return await self._handle(request)
+        finally:
+            if task is not None:
+                self._in_flight.discard(task)
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        timing = RequestTiming()
+        after_v1 = path_after_v1(request.path)
+        route_label = after_v1 if after_v1 in MIRRORED_ROUTES else "other"
+        if after_v1 is not None:
+            url = join_url(self._primary, after_v1, request.query_string)
         else:  # outside the OpenAI base (e.g. a vLLM `/health`): same path on the primary's host
             url = join_url(self._primary_origin, request.path, request.query_string)
-        return await self._forward(request, url, body, job, route_label)
+        exchange = None
+        if self.link is not None and request.method == "POST" and route_label != "other":
+            exchange = self.link.open(request, after_v1 or "", timing)
+        length = request.content_length
+        streamed_body = request.body_exists and (length is None or length > self.settings.capture_max_bytes)
+        if not streamed_body:
+            body: bytes | AsyncIterator[bytes] | None = await request.read() if request.body_exists else None
+            if exchange is not None:
+                exchange.send_request(body or b"")
+        else:
+            if exchange is not None and length is not None:  # known to be too large to mirror
+                exchange.drop("body_too_large")
+                exchange = None
+            body = self._stream_body(request, exchange)
+        headers = forward_request_headers(request.headers, keep_length=streamed_body and length is not None)
+        if self._primary_auth is not None and "Authorization" not in headers:
+            headers["Authorization"] = self._primary_auth
+        try:
+            return await self._forward(request, url, headers, body, exchange, timing)
+        finally:
+            if exchange is not None:
+                exchange.close()
+            if self.link is not None:
+                self.link.record_request(route_label, timing)
+
+    async def _stream_body(self, request: web.Request, exchange: Exchange | None) -> AsyncIterator[bytes]:
+        """Forward a body of unknown or large size as it arrives; mirror it only if it ends up small."""
+        kept: bytearray | None = bytearray() if exchange is not None else None
+        async for chunk in request.content.iter_any():
+            if kept is not None:
+                if len(kept) + len(chunk) <= self.settings.capture_max_bytes:
+                    kept += chunk
+                else:
+                    kept = None
+                    if exchange is not None:
+                        exchange.drop("body_too_large")
+            yield chunk
+        if kept is not None and exchange is not None:
+            exchange.send_request(bytes(kept))
 
     async def _forward(
-        self, request: web.Request, url: str, body: bytes, job: MirrorJob | None, route_label: str
+        self,
+        request: web.Request,
+        url: str,
+        headers: CIMultiDict[str],
+        body: bytes | AsyncIterator[bytes] | None,
+        exchange: Exchange | None,
+        timing: RequestTiming,
     ) -> web.StreamResponse:
-        # A copy of the body is kept only when the exchange is mirrored; timings are kept for the metrics.
-        record = ResponseRecorder(
-            route=job.route if job else "chat",
-            requested_model=job.body.get("model") if job else None,
-            keep_body=job is not None,
-        )
-        user_cancelled = False
         try:
+            upstream = await self.session.request(
+                request.method,
+                url,
+                headers=headers,
+                data=body,
+                allow_redirects=False,
+                timeout=self.timeout,
+            )
+        except Exception as exc:  # whatever it was, nothing reached the user yet: a clean 502
+            error = scrub(f"primary unreachable: {type(exc).__name__}: {exc}")
+            log.warning("primary request failed before any byte: %s", error)
+            timing.finish()
+            if exchange is not None:
+                exchange.finish(transport_error=error)
+            return openai_error(
+                502, "The upstream model server could not be reached.", "upstream_error", "bad_gateway"
+            )
+        timing.status = upstream.status
+        user_cancelled = False
+        transport_error = None
+        ended = False  # False while an exception (a cancelled handler at shutdown) is on its way out
+        try:
+            if exchange is not None:
+                exchange.response_start(upstream)
+            response = ExactResponse(
+                status=upstream.status,
+                reason=upstream.reason,
+                headers=forward_response_headers(upstream.headers),
+            )
             try:
-                upstream = await self.session.request(
-                    request.method,
-                    url,
-                    headers=forward_request_headers(request.headers),
-                    data=body if body else None,
-                    allow_redirects=False,
-                    timeout=self.timeout,
-                )
-            except Exception as exc:  # whatever it was, nothing reached the user yet: a clean 502
-                record.transport_error = f"primary unreachable: {type(exc).__name__}: {exc}"
-                log.warning("primary request failed before any byte: %s", record.transport_error)
-                self.metrics.requests.labels(route=route_label, status_class="5xx").inc()
-                return openai_error(
-                    502, "The upstream model server could not be reached.", "upstream_error", "bad_gateway"
-                )
-            try:
-                record.start(upstream)
-                response = web.StreamResponse(
-                    status=upstream.status,
-                    reason=upstream.reason,
-                    headers=forward_response_headers(upstream.headers),
-                )
-                try:
-                    await response.prepare(request)
-                    async for chunk in upstream.content.iter_any():
-                        record.feed(chunk)
-                        await response.write(chunk)
-                    await response.write_eof()
-                except _CLIENT_GONE:
-                    # Close the primary connection now: nobody reads the rest, so nobody should pay for it.
-                    user_cancelled = True
-                    upstream.close()
-                except (aiohttp.ClientError, TimeoutError) as exc:
-                    # Headers are out; the honest thing left is to end the connection as the primary did.
-                    record.transport_error = f"primary broke off mid-response: {type(exc).__name__}: {exc}"
-                    log.warning("%s", record.transport_error)
-                    if request.transport is not None:
-                        request.transport.close()
-                self.metrics.requests.labels(
-                    route=route_label, status_class=f"{upstream.status // 100}xx"
-                ).inc()
-                return response
-            finally:
-                upstream.release()
+                await response.prepare(request)
+                async for chunk in upstream.content.iter_any():
+                    timing.first_byte()
+                    await response.write(chunk)
+                    if exchange is not None:  # after the user has the chunk, never before
+                        exchange.body(chunk)
+                await response.write_eof()
+                ended = True
+            except _CLIENT_GONE:
+                # Close the primary connection now: nobody reads the rest, so nobody should pay for it.
+                user_cancelled = ended = True
+                upstream.close()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                # Headers are out; the honest thing left is to end the connection as the primary did.
+                transport_error = scrub(f"primary broke off mid-response: {type(exc).__name__}: {exc}")
+                log.warning("%s", transport_error)
+                ended = True
+                if request.transport is not None:
+                    request.transport.close()
+            return response
         finally:
-            latency_ms = record.elapsed_ms()
-            self.metrics.latency.labels(side="primary").observe(latency_ms / 1000)
-            if record.ttfb_ms is not None:
-                self.metrics.time_to_first_byte.labels(side="primary").observe(record.ttfb_ms / 1000)
-            if job is not None:
-                job.finish_primary(
-                    PrimaryOutcome(side=_primary_side(record, latency_ms), user_cancelled=user_cancelled)
-                )
-
-
-def _primary_side(record: ResponseRecorder, latency_ms: float) -> SideOutput:
-    """The primary's side of the pair. Parsing happens here, after the user has everything."""
-    try:
-        return record.side(latency_ms)
-    except Exception as exc:  # never let capture trouble reach the user
-        log.exception("could not read the primary's answer for the pair")
-        return SideOutput(status=record.status, latency_ms=latency_ms, error=f"capture failed: {exc}")
-
-
-def _path_after_v1(path: str) -> str | None:
-    """`/v1/chat/completions` → `/chat/completions`; None for paths outside the OpenAI base."""
-    if path == "/v1" or path.startswith("/v1/"):
-        return path[3:] or "/"
-    return None
+            upstream.release()
+            timing.finish()
+            if exchange is not None:
+                exchange.finish(user_cancelled=user_cancelled, transport_error=transport_error, ended=ended)

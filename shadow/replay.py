@@ -27,11 +27,13 @@ import aiohttp
 
 from shadow.cli_settings import add_settings_flags, settings_from
 from shadow.errors import UserError
-from shadow.mirror import MIRRORED_ROUTES, candidate_request_body
+from shadow.http_headers import join_url
+from shadow.mirror import candidate_request_body
 from shadow.pairs import Pair, PairFormatError, dumps, new_pair_id, utc_now
 from shadow.records import iter_json_objects
+from shadow.routes import MIRRORED_ROUTES
 from shadow.settings import Settings
-from shadow.upstream import call_and_capture, join_url
+from shadow.upstream import call_and_capture
 
 log = logging.getLogger(__name__)
 

@@ -49,7 +49,19 @@ class Settings:
     )
     primary_connect_timeout_s: float = _opt(10.0, "Connect timeout towards the primary.")
     primary_read_timeout_s: float = _opt(600.0, "Longest silence between two bytes from the primary.")
-    max_body_bytes: int = _opt(8 * 1024 * 1024, "Request bodies over this size are refused with 413.")
+    capture_max_bytes: int = _opt(
+        4 * 1024 * 1024,
+        "Bound on what is copied for a pair: larger request bodies are forwarded unmirrored (counted), and an "
+        "answer past it is captured truncated and marked so. The user always gets every byte.",
+    )
+    max_header_bytes: int = _opt(
+        64 * 1024, "Longest request or response header line passed through (Envoy's default is 60 KiB)."
+    )
+    max_headers: int = _opt(256, "Most request or response headers passed through.")
+    capture_channel_bytes: int = _opt(
+        32 * 1024 * 1024,
+        "Bytes waiting for the capture worker at most; past it a mirror is dropped and counted, never awaited.",
+    )
 
     # --- listeners ---------------------------------------------------------------------------------------
     listen: str = _opt("127.0.0.1:8080", "HOST:PORT for the chat traffic.")
@@ -91,7 +103,11 @@ class Settings:
         ("email", "phone", "cn_id", "bank_card"),
         "Kinds of personal data replaced by typed placeholders before storing; empty stores text as is.",
     )
-    drain_timeout_s: float = _opt(20.0, "On SIGTERM, how long in-flight mirrors may finish.")
+    drain_timeout_s: float = _opt(
+        20.0,
+        "On SIGTERM, the whole shutdown's bound: requests in flight, mirrors and the final store flush. Keep it "
+        "a few seconds under the pod's grace period (Kubernetes: 30 s).",
+    )
 
     # --- store -------------------------------------------------------------------------------------------
     db: str = _opt(
@@ -114,11 +130,21 @@ class Settings:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise SettingsError(f"{name} must be between 0 and 1, got {value}")
-        for name in ("max_mirrors_in_flight", "mirror_queue_size", "store_batch_size", "max_body_bytes"):
+        for name in (
+            "max_mirrors_in_flight",
+            "mirror_queue_size",
+            "store_batch_size",
+            "capture_max_bytes",
+            "max_header_bytes",
+            "max_headers",
+            "capture_channel_bytes",
+        ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("listen", "admin_listen"):
             split_host_port(getattr(self, name), name)
+        if self.drain_timeout_s <= 0:
+            raise SettingsError(f"drain_timeout_s must be positive, got {self.drain_timeout_s}")
         self.candidate_overrides()  # validates
 
     def candidate_overrides(self) -> dict[str, Any]:
@@ -133,6 +159,12 @@ class Settings:
         if not isinstance(value, dict):
             raise SettingsError("candidate_params must be a JSON object, e.g. '{\"temperature\": 0}'")
         return value
+
+    @property
+    def shutdown_reserve_s(self) -> float:
+        """The end of `drain_timeout_s` kept for mirrors and the final store flush: requests still in
+        flight when it starts are cut off (they never completed, so no pair of theirs is lost)."""
+        return min(3.0, self.drain_timeout_s * 0.25)
 
     @property
     def resolved_spool_path(self) -> Path:

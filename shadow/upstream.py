@@ -1,4 +1,5 @@
-"""Talking to upstreams: header filtering, URL joining, and one complete call captured as a `SideOutput`."""
+"""The capture worker's side of talking to upstreams: a bounded record of an answer, turned into a
+`SideOutput` at the end, and one complete background call (candidate or secondary) captured that way."""
 
 from __future__ import annotations
 
@@ -9,73 +10,27 @@ from datetime import datetime
 from typing import Any
 
 import aiohttp
-from aiohttp import web
-from multidict import CIMultiDict
 
 from shadow.capture import CapturedOutput, parse_output
+from shadow.logs import scrub
 from shadow.pairs import SideOutput, utc_now
 
-# RFC 9110 §7.6.1 hop-by-hop headers, plus the ones aiohttp recomputes for the new connection.
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "trailers",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
-_REQUEST_RECOMPUTED = frozenset({"host", "content-length"})
-
-CAPTURE_LIMIT_BYTES = 16 * 1024 * 1024
-"""We keep a copy of what passes for the pair; past this size the copy stops (the user still gets it all)."""
-
-
-def _connection_listed(headers: Mapping[str, str]) -> set[str]:
-    listed = headers.get("Connection", "")
-    return {token.strip().lower() for token in listed.split(",") if token.strip()}
-
-
-def forward_request_headers(headers: Mapping[str, str]) -> CIMultiDict[str]:
-    drop = HOP_BY_HOP | _REQUEST_RECOMPUTED | _connection_listed(headers)
-    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in drop)
-
-
-def forward_response_headers(headers: Mapping[str, str]) -> CIMultiDict[str]:
-    """Everything the primary said except hop-by-hop headers. Content-Length and Content-Encoding stay:
-    we forward the body bytes exactly as received, never re-encoded."""
-    drop = HOP_BY_HOP | _connection_listed(headers)
-    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in drop)
-
-
-def join_url(base: str, path_after_v1: str, query: str = "") -> str:
-    url = base.rstrip("/") + path_after_v1
-    return f"{url}?{query}" if query else url
-
-
-def openai_error(status: int, message: str, error_type: str, code: str | None = None) -> web.Response:
-    """An error in the shape OpenAI clients parse, so SDKs raise a proper APIError."""
-    return web.json_response(
-        {"error": {"message": message, "type": error_type, "param": None, "code": code}}, status=status
-    )
+CAPTURE_LIMIT_BYTES = 4 * 1024 * 1024
+"""Default bound on the copy kept of one answer (`Settings.capture_max_bytes`); the user still gets it all."""
 
 
 @dataclass
 class ResponseRecorder:
     """What we keep while an upstream's bytes pass: a bounded copy, the timings, and what decoding needs.
 
-    The proxy (forwarding to the user) and the background calls (candidate, secondary) record the same way,
-    and both turn the record into a `SideOutput` only at the end, in `side()`.
+    The primary's copy (framed over from the process that serves users) and the background calls
+    (candidate, secondary) record the same way, and each becomes a `SideOutput` only at the end, in `side()`.
     """
 
     route: str
     requested_model: str | None
     keep_body: bool = True
+    limit_bytes: int = CAPTURE_LIMIT_BYTES
     started_at: datetime = field(default_factory=utc_now)
     t0: float = field(default_factory=time.perf_counter)
     body: bytearray = field(default_factory=bytearray)
@@ -84,6 +39,7 @@ class ResponseRecorder:
     content_type: str | None = None
     content_encoding: str | None = None
     transport_error: str | None = None
+    seen_bytes: int = 0
 
     def start(self, response: aiohttp.ClientResponse) -> None:
         self.status = response.status
@@ -93,8 +49,17 @@ class ResponseRecorder:
     def feed(self, chunk: bytes) -> None:
         if self.ttfb_ms is None:
             self.ttfb_ms = self.elapsed_ms()
-        if self.keep_body and len(self.body) < CAPTURE_LIMIT_BYTES:
-            self.body += chunk
+        self.seen_bytes += len(chunk)
+        room = self.limit_bytes - len(self.body)
+        if self.keep_body and room > 0:
+            self.body += chunk[:room]
+
+    @property
+    def truncated(self) -> bool:
+        return self.seen_bytes > len(self.body)
+
+    def truncation_note(self, side: str) -> str:
+        return f"{side} truncated: kept {len(self.body)} of {self.seen_bytes} bytes (capture_max_bytes)"
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.t0) * 1000
@@ -158,13 +123,16 @@ async def call_and_capture(
     route: str,
     timeout: aiohttp.ClientTimeout,
     requested_model: str | None,
+    limit_bytes: int = CAPTURE_LIMIT_BYTES,
+    notes: list[str] | None = None,
+    label: str = "candidate",
 ) -> SideOutput:
     """One background call (candidate or secondary), read to the end and turned into a `SideOutput`.
 
     Never raises for upstream trouble: a refused connection, a timeout, a dropped stream all become the
-    side's `error`, with whatever text had arrived.
+    side's `error`, with whatever text had arrived. A copy cut at `limit_bytes` is said in `notes`.
     """
-    record = ResponseRecorder(route=route, requested_model=requested_model)
+    record = ResponseRecorder(route=route, requested_model=requested_model, limit_bytes=limit_bytes)
     try:
         async with session.post(
             url, data=body, headers=headers, timeout=timeout, allow_redirects=False
@@ -180,4 +148,8 @@ async def call_and_capture(
         record.transport_error = f"cannot connect: {exc.os_error or exc}"
     except (aiohttp.ClientError, OSError) as exc:
         record.transport_error = f"{type(exc).__name__}: {exc}"
+    if record.transport_error:  # exception texts may quote the URL: no query string or credential in a pair
+        record.transport_error = scrub(record.transport_error)
+    if notes is not None and record.truncated:
+        notes.append(record.truncation_note(label))
     return record.side()

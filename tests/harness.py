@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from sqlalchemy import Engine, select
 
@@ -46,6 +47,13 @@ class Stack:
             self.stopped = True
             await self.sidecar.stop()
 
+    async def metrics_text(self) -> str:
+        async with aiohttp.ClientSession() as http, http.get(f"{self.sidecar.admin_url}/metrics") as resp:
+            return await resp.text()
+
+    async def wait_for_metric(self, line: str, timeout_s: float = 5.0) -> str:
+        return await wait_for_metric(self.sidecar.admin_url, line, timeout_s)
+
     def pairs(self) -> list[Pair]:
         engine = make_engine(self.settings.db)
         try:
@@ -66,6 +74,33 @@ class Stack:
         return self.pairs()
 
 
+async def wait_for_metric(admin_url: str, line: str, timeout_s: float = 5.0) -> str:
+    """Request metrics reach the worker's /metrics in batches (every half second): wait for a line."""
+    deadline = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession() as http:
+        while True:
+            async with http.get(f"{admin_url}/metrics") as resp:
+                text = await resp.text()
+            if line in text:
+                return text
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{line!r} not in /metrics within {timeout_s} s")
+            await asyncio.sleep(0.1)
+
+
+async def wait_until_stored_schema(admin_url: str, timeout_s: float = 30.0) -> None:
+    """The worker migrates the store in the background; tests that count rows wait for it first."""
+    deadline = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession() as http:
+        while True:
+            async with http.get(f"{admin_url}/healthz") as resp:
+                if (await resp.json()).get("db_available"):
+                    return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the store did not become available within {timeout_s} s")
+            await asyncio.sleep(0.05)
+
+
 @asynccontextmanager
 async def capture_stack(
     tmp_path: Path,
@@ -73,6 +108,7 @@ async def capture_stack(
     primary_sim: SimulatedModel | None = None,
     candidate_sim: SimulatedModel | None = None,
     candidate_url: str | None = None,
+    wait_for_store: bool = True,
     **overrides: Any,
 ) -> AsyncIterator[Stack]:
     runners: list[web.AppRunner] = []
@@ -104,6 +140,8 @@ async def capture_stack(
     values.update(overrides)
     settings = Settings(**values)
     sidecar = await start_sidecar(settings)
+    if wait_for_store:
+        await wait_until_stored_schema(sidecar.admin_url)
     stack = Stack(sidecar, primary_url, candidate_url, primary_runner.app[STATE], candidate_state, settings)
     try:
         yield stack

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import aiohttp
 import pytest
+from yarl import URL
 
 from shadow.admin import admin_token_required
 from shadow.settings import Settings, SettingsError
@@ -22,9 +23,9 @@ async def test_health_metrics_and_gate_on_a_running_sidecar(tmp_path):
         async with http.get(f"{admin}/healthz") as resp:
             health = await resp.json()
         assert health["status"] == "ok" and health["db_available"] is True and health["breaker"] == "closed"
-        async with http.get(f"{admin}/metrics") as resp:
-            metrics = await resp.text()
-        assert 'shadow_requests_total{route="/chat/completions",status_class="2xx"} 1.0' in metrics
+        metrics = await stack.wait_for_metric(
+            'shadow_requests_total{route="/chat/completions",status_class="2xx"} 1.0'
+        )
         assert 'shadow_mirrored_total{route="chat"} 1.0' in metrics
         assert 'shadow_upstream_latency_seconds_count{side="candidate"} 1.0' in metrics
         # Pairs exist but none is scored yet: the gate cannot judge, and says so with HTTP 200 (Argo-safe).
@@ -44,7 +45,7 @@ def test_admin_off_loopback_needs_a_token():
 
 async def test_token_is_enforced_when_listening_off_loopback(tmp_path):
     async with capture_stack(tmp_path, admin_listen="0.0.0.0:0", admin_token="s3cret") as stack:
-        port = stack.sidecar.admin_runner.addresses[0][1]
+        port = URL(stack.sidecar.admin_url).port
         base = f"http://127.0.0.1:{port}"
         async with aiohttp.ClientSession() as http:
             async with http.get(f"{base}/healthz") as resp:

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect, select, text
 
 from shadow.store.database import (
     SchemaDriftError,
@@ -22,8 +22,9 @@ from shadow.store.database import (
     redact_url,
     upgrade,
 )
+from shadow.store.models import pairs_table, row_to_pair
 
-HEAD = "0003_scale_indexes"
+HEAD = "0004_capture_notes"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -53,6 +54,7 @@ def assert_full_schema(url: str) -> None:
     for side in ("baseline", "candidate", "secondary"):
         assert f"{side}_started_at" in columns  # type: ignore[operator]
     assert "has_candidate" in columns and "has_secondary" in columns  # type: ignore[operator]
+    assert "capture_notes" in columns  # type: ignore[operator]
     assert current_revision(url) == HEAD
 
 
@@ -80,6 +82,43 @@ def test_postgres_upgrade_check_and_downgrade(postgres_url: str) -> None:
     columns = schema_of(postgres_url)["pair_columns"]
     assert type(columns["request"]).__name__ == "JSONB"  # type: ignore[index]
     assert "TIME ZONE" in str(columns["created_at"]).upper() or columns["created_at"].timezone  # type: ignore[index]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_capture_notes_revision_keeps_old_rows_and_scores(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    url = (
+        f"sqlite:///{tmp_path}/shadow.db" if backend == "sqlite" else request.getfixturevalue("postgres_url")
+    )
+    upgrade(url, "0003_scale_indexes")
+    engine = make_engine(url)
+    with engine.begin() as connection:  # a row written before the column existed
+        connection.execute(
+            text(
+                "INSERT INTO pairs (id, experiment, created_at, route, stream, request, prompt, segment,"
+                " user_cancelled, extra, has_candidate, has_secondary)"
+                " VALUES ('01OLD', 'e', '2025-01-01 00:00:00+00', 'chat', false, '{}', 'p', '{}', false, '{}',"
+                " false, false)"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO scores (pair_id, evaluator, version, result, scored_at)"
+                " VALUES ('01OLD', 'length', '1', '{}', '2025-01-01 00:00:00+00')"
+            )
+        )
+    upgrade(url)
+    check(url)
+    with engine.connect() as connection:
+        row = connection.execute(select(pairs_table)).mappings().one()
+    assert row_to_pair(row).capture_notes == []
+    # Going back drops the column only; a rebuilt table would have cascaded the scores away.
+    downgrade(url, "0003_scale_indexes")
+    assert "capture_notes" not in schema_of(url)["pair_columns"]  # type: ignore[operator]
+    with engine.connect() as connection:
+        assert connection.scalar(text("SELECT count(*) FROM scores")) == 1
+    engine.dispose()
 
 
 def test_check_reports_drift(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import socket
 import aiohttp
 import openai
 
+from shadow.simulator import STATE, SimulatedModel, start_simulator
 from tests.harness import capture_stack
 
 USER_KEY = "sk-user-SECRET-7f3a9c"
@@ -72,7 +73,7 @@ async def test_no_secret_reaches_the_candidate_the_store_or_the_logs(tmp_path, c
 
 
 async def test_bad_input_goes_to_the_primary_untouched_and_is_not_mirrored(tmp_path):
-    async with capture_stack(tmp_path, max_body_bytes=2048) as stack, aiohttp.ClientSession() as http:
+    async with capture_stack(tmp_path, capture_max_bytes=2048) as stack, aiohttp.ClientSession() as http:
         # Not JSON: the primary decides (our simulator answers 400), we do not mirror.
         async with http.post(f"{stack.url}/chat/completions", data=b"{not json") as resp:
             assert resp.status == 400
@@ -81,12 +82,11 @@ async def test_bad_input_goes_to_the_primary_untouched_and_is_not_mirrored(tmp_p
         # A JSON body that is not an object: same.
         async with http.post(f"{stack.url}/chat/completions", json=["a", "list"]) as resp:
             assert resp.status == 400
-        # Too large: refused by us with an OpenAI-style 413, and the primary never sees it.
-        calls_before = stack.primary_state.calls
-        async with http.post(f"{stack.url}/chat/completions", data=b"x" * 4096) as resp:
-            assert resp.status == 413
-            assert (await resp.json())["error"]["code"] == "request_too_large"
-        assert stack.primary_state.calls == calls_before
+        # Larger than the capture bound: the primary still gets and answers it; we only do not mirror it.
+        big = {"model": "m", "messages": [{"role": "user", "content": "长" * 4096}]}
+        async with http.post(f"{stack.url}/chat/completions", json=big) as resp:
+            assert resp.status == 200
+        assert json.loads(stack.primary_state.received[-1].body) == big
         # A route we do not mirror: passed through only.
         async with http.get(f"{stack.url}/models") as resp:
             assert resp.status == 200
@@ -117,3 +117,53 @@ async def test_primary_unreachable_becomes_a_502_in_openai_shape(tmp_path):
             raise AssertionError("expected a 502")
         finally:
             await client.close()
+
+
+QUERY_SECRET = "QUERY-SECRET-3e1"
+PRIMARY_PASSWORD = "PRIMARY-PW-9d2"
+CANDIDATE_PASSWORD = "CANDIDATE-PW-5a7"
+OVERSIZE_SECRET = "OVERSIZE-SECRET-77c"
+
+
+async def test_query_strings_url_credentials_and_oversize_headers_stay_out_of_logs_and_store(
+    tmp_path, caplog, capfd
+):
+    """Extends acceptance 7 of issue 2: the user's query string (`?api-key=…`), credentials in the
+    primary's and the candidate's URLs, and the first bytes of an oversize header reach no log line (of
+    either process) and no stored text — not even an error text."""
+    caplog.set_level(logging.DEBUG)
+    with socket.socket() as sock:  # the candidate: a port nobody listens on, so its error text is stored
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]
+    primary_runner, primary_url = await start_simulator(SimulatedModel(name="p"))
+    primary_state = primary_runner.app[STATE]
+    primary = primary_url.replace("http://", f"http://shadow:{PRIMARY_PASSWORD}@")
+    candidate = f"http://shadow:{CANDIDATE_PASSWORD}@127.0.0.1:{closed_port}/v1"
+    async with (
+        capture_stack(
+            tmp_path / "second", primary=primary, candidate_url=candidate, log_level="DEBUG"
+        ) as stack,
+        aiohttp.ClientSession() as http,
+    ):
+        body = {"model": "m", "messages": [{"role": "user", "content": "你好"}]}
+        url = f"{stack.url}/chat/completions?api-key={QUERY_SECRET}"
+        async with http.post(url, json=body) as resp:
+            assert resp.status == 200
+        # The primary got the operator's basic credentials, as an Authorization the user did not send.
+        assert primary_state.received[-1].headers["Authorization"].startswith("Basic ")
+        oversize = {"Cookie": f"{OVERSIZE_SECRET}=" + "c" * (70 * 1024)}
+        async with http.post(url, json=body, headers=oversize) as resp:
+            assert resp.status == 400  # over max_header_bytes: refused by the parser before any handler
+        pairs = await stack.wait_for_pairs(1)
+        assert pairs[0].candidate is not None and pairs[0].candidate.error, (
+            "the candidate's failure is stored"
+        )
+        await stack.stop()
+    await primary_runner.cleanup()
+
+    stored = b"".join(p.read_bytes() for p in (tmp_path / "second").rglob("*") if p.is_file())
+    logs = "\n".join(record.getMessage() for record in caplog.records) + capfd.readouterr().err
+    for secret in (QUERY_SECRET, PRIMARY_PASSWORD, CANDIDATE_PASSWORD, OVERSIZE_SECRET):
+        assert secret.encode() not in stored, f"{secret} found in the store"
+        assert secret not in logs, f"{secret} found in the logs"
+    assert "capture worker" in logs, "the worker's log lines were read too"

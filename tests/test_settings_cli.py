@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 
 from shadow.cli import build_parser, main, settings_from
 from shadow.settings import Settings, SettingsError, load_settings
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """`main()` configures logging for the process; each test leaves it as it found it."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def test_precedence_flags_over_environment_over_toml(tmp_path):
@@ -92,6 +104,7 @@ def test_help_is_complete_and_secrets_are_not_shown():
         "--budget-candidate-tokens-per-hour",
         "--redact",
         "--drain-timeout-s",
+        "--log-level",
         "--config",
     ):
         assert flag in help_text
@@ -135,3 +148,31 @@ def test_readme_configuration_table_matches_the_settings():
         assert row in readme, (
             f"README configuration table is stale; regenerate with python -m shadow.config_reference:\n{row}"
         )
+
+
+def test_help_of_every_command_still_works():
+    for command in ([], ["serve"], ["db"], ["db", "prune"], ["import"], ["export"], ["gate"], ["simulate"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "shadow.cli", *command, "--help"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0 and "usage: shadow" in result.stdout, (command, result.stderr[-2000:])
+
+
+def test_log_level_is_applied_and_a_bad_one_is_one_sentence(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("SHADOW_LOG_LEVEL", raising=False)
+    assert (
+        main(["serve", "--log-level", "LOUD", "--primary", "http://a/v1", "--candidate", "http://b/v1"]) == 2
+    )
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "log_level must be one of DEBUG, INFO, WARNING, ERROR or CRITICAL" in err
+
+    missing = ["import", str(tmp_path / "missing.jsonl"), "--db", f"sqlite:///{tmp_path}/x.db"]
+    monkeypatch.setenv("SHADOW_LOG_LEVEL", "warning")  # commands without the flag read the variable
+    assert main(missing) == 2
+    assert logging.getLogger().level == logging.WARNING
+    monkeypatch.setenv("SHADOW_LOG_LEVEL", "chatty")
+    assert main(missing) == 2
+    assert "log_level must be one of" in capsys.readouterr().err

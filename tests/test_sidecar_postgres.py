@@ -5,6 +5,7 @@ database exactly once."""
 from __future__ import annotations
 
 import asyncio
+import re
 
 import aiohttp
 import pytest
@@ -40,8 +41,10 @@ async def test_postgres_outage_during_traffic_loses_and_duplicates_nothing(
                 completed.append(marker)
                 await asyncio.sleep(0.05)
         await restart
+        metrics = await stack.metrics_text()
+        spooled = re.search(r"^shadow_pairs_spooled (\S+)$", metrics, re.M)
+        assert spooled and float(spooled.group(1)) > 0, "the outage must have sent pairs to the spool"
         await stack.stop()
-        assert stack.sidecar.writer.spooled_total > 0, "the outage must have sent pairs to the spool"
 
     engine = make_engine(postgres_url)
     pairs = read_pairs(engine)

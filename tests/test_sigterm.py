@@ -4,12 +4,14 @@ while requests are in flight; every request the user saw answered must be in the
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
 import time
 
 import aiohttp
+from aiohttp import web
 
 from shadow.simulator import SimulatedModel, start_simulator
 from shadow.store.database import make_engine
@@ -83,3 +85,98 @@ async def test_sigterm_under_load_loses_no_completed_pair(tmp_path):
     assert len(prompts) == len(set(prompts)), "no pair stored twice"
     assert sorted(prompts) == sorted(completed), "every completed exchange is stored"
     assert all(p.candidate is not None and p.candidate.status == 200 for p in pairs)
+
+
+def _forever_or_quick_primary() -> web.Application:
+    """A primary whose answers are quick, except for a prompt with "forever": that stream never ends."""
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        prompt = body["messages"][-1]["content"]
+        if "forever" not in prompt:
+            message = {"role": "assistant", "content": f"答: {prompt}"}
+            return web.json_response(
+                {"id": "x", "object": "chat.completion", "model": "p",
+                 "choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}
+            )  # fmt: skip
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        while True:
+            chunk = {
+                "id": "x",
+                "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": {"content": "再"}}],
+            }
+            await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            await asyncio.sleep(0.05)
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    return app
+
+
+async def test_sigterm_with_a_hanging_candidate_and_an_endless_stream_ends_within_the_drain_bound(tmp_path):
+    primary = web.AppRunner(_forever_or_quick_primary())
+    await primary.setup()
+    primary_port = free_port()
+    await web.TCPSite(primary, "127.0.0.1", primary_port).start()
+    # A candidate that accepts and never answers: every mirror hangs until the shutdown cuts it off.
+    candidate_runner, candidate_url = await start_simulator(SimulatedModel(name="c", first_byte_delay_s=3600))
+    port, admin_port = free_port(), free_port()
+    db = f"sqlite:///{tmp_path / 'pairs.db'}"
+    drain_s = 4.0
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "shadow.cli", "serve",
+        "--primary", f"http://127.0.0.1:{primary_port}/v1", "--candidate", candidate_url,
+        "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin_port}",
+        "--sample-rate", "1", "--secondary-rate", "0", "--db", db, "--drain-timeout-s", str(drain_s),
+        "--max-mirrors-in-flight", "4",
+        env={**os.environ, "SHADOW_CANDIDATE_API_KEY": "sk-c"},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        await _wait_until_up(f"http://127.0.0.1:{admin_port}/healthz")
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        async with aiohttp.ClientSession() as http:
+            completed = []
+            for i in range(12):  # more than the 4 mirror slots: most mirrors wait in the queue
+                body = {"model": "p", "messages": [{"role": "user", "content": f"问题 {i}"}]}
+                async with http.post(url, json=body) as resp:
+                    assert resp.status == 200
+                    await resp.read()
+                    completed.append(f"问题 {i}")
+
+            async def endless() -> int:
+                body = {"model": "p", "stream": True, "messages": [{"role": "user", "content": "forever"}]}
+                received = 0
+                try:
+                    async with http.post(url, json=body) as resp:
+                        async for chunk in resp.content.iter_any():
+                            received += len(chunk)
+                except aiohttp.ClientError:
+                    pass
+                return received
+
+            stream = asyncio.create_task(endless())
+            await asyncio.sleep(1.0)
+            started = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            output = (await asyncio.wait_for(process.communicate(), drain_s + 10))[0].decode()
+            elapsed = time.monotonic() - started
+            assert await asyncio.wait_for(stream, 5) > 0, "the stream was served until the cut-off"
+        assert process.returncode == 0, output
+        assert elapsed <= drain_s + 2.0, (
+            f"shutdown took {elapsed:.1f} s against a bound of {drain_s} + 2 s\n{output}"
+        )
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await primary.cleanup()
+        await candidate_runner.cleanup()
+
+    engine = make_engine(db)
+    pairs = read_pairs(engine)
+    engine.dispose()
+    assert sorted(p.prompt for p in pairs) == sorted(completed), "every completed exchange is stored, once"
+    assert all(p.candidate is not None and p.candidate.error for p in pairs)
+    assert all("shut" in (p.candidate.error or "") for p in pairs), [p.candidate.error for p in pairs]

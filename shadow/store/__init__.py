@@ -1,8 +1,9 @@
 """The pair store: typed tables, Alembic migrations, a writer that keeps storing off the request path and
 never loses a finished pair, and JSONL export/import.
 
-Start here: `upgrade(settings.db)` once at start-up, then `PairWriter(settings)` (`start`, `submit`,
-`close`). Importing this package creates no engine and touches no database.
+Start here: `PairWriter(settings, migrate=True)` (`start`, `submit`, `close`, `health`): it brings the schema
+to head in the background, so a database that is down at start-up blocks nothing. Importing this package
+creates no engine and touches no database.
 """
 
 from shadow.store.database import (

@@ -79,9 +79,12 @@ def redact_url(url: str) -> str:
     return re.sub(r"://([^:/@]*):[^@/]*@", r"://\1:***@", url)
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, create_parent: bool = True) -> Engine:
     """An engine for the pair store. SQLite gets WAL (readers never block the writer), a busy timeout and
-    foreign keys; every backend gets pre-ping so a restarted PostgreSQL does not fail the first flush."""
+    foreign keys; every backend gets pre-ping so a restarted PostgreSQL does not fail the first flush.
+
+    `create_parent=False` does no I/O at all (the writer's start must not); call `create_sqlite_parent`
+    before connecting then."""
     normalised = normalise_url(url)
     try:
         parsed = make_url(normalised)
@@ -89,8 +92,8 @@ def make_engine(url: str) -> Engine:
         raise StoreError(f"database URL {redact_url(url)!r} is not valid; {_URL_HELP}") from exc
     # hide_parameters: SQL parameters (pair text) stay out of error messages and logs.
     options: dict[str, Any] = {"pool_pre_ping": True, "hide_parameters": True}
-    if parsed.get_backend_name() == "sqlite":
-        _create_sqlite_parent(parsed.database)
+    if parsed.get_backend_name() == "sqlite" and create_parent:
+        create_sqlite_parent(parsed.database)
     elif parsed.get_backend_name() == "postgresql":
         options["connect_args"] = dict(POSTGRES_CONNECT_ARGS)
     try:
@@ -107,7 +110,21 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
-def _create_sqlite_parent(database: str | None) -> None:
+def sqlite_file(engine: Engine) -> Path | None:
+    """The database file of a SQLite engine, absolute; None for other backends and in-memory databases."""
+    database = engine.url.database
+    if (
+        engine.dialect.name != "sqlite"
+        or not database
+        or database == ":memory:"
+        or database.startswith("file:")
+    ):
+        return None
+    return Path(database).absolute()
+
+
+def create_sqlite_parent(database: str | None) -> None:
+    """Create the directory of a SQLite database file (SQLite creates the file, not its directory)."""
     if not database or database == ":memory:" or database.startswith("file:"):
         return
     parent = Path(database).parent
@@ -142,7 +159,13 @@ def is_unavailable_error(exc: BaseException) -> bool:
 def describe_error(exc: BaseException) -> str:
     """One line about a database error, without SQL parameters or detail lines that could hold pair text."""
     cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    if isinstance(cause, UnicodeError):
+        # Its message quotes the offending characters: pair text, and maybe a lone surrogate no log can write.
+        reason = getattr(cause, "reason", "")
+        return f"{type(cause).__name__}: {reason}" if reason else type(cause).__name__
     first_line = (str(cause).strip().splitlines() or [""])[0][:200]
+    # A driver message may echo a value; keep the line writable by any log handler.
+    first_line = first_line.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\\0")
     return f"{type(cause).__name__}: {first_line}" if first_line else type(cause).__name__
 
 

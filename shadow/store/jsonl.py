@@ -6,7 +6,8 @@ gives the same bytes.
 
 Import never loses a line: a line that is not a pair is reported with its number and copied verbatim to
 `<file>.rejected.jsonl`, next to the file, to be fixed and imported again; the good lines are imported.
-Ids already stored are skipped, so importing the same file twice is harmless.
+Ids already stored are skipped, so importing the same file twice is harmless. Text no database can store
+(a lone surrogate, NUL) is replaced with U+FFFD on the way in and out, and noted in `capture_notes`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from sqlalchemy.exc import DBAPIError, StatementError
 
 from shadow import pairs
 from shadow.pairs import Pair, PairFormatError
+from shadow.storable import make_storable
 from shadow.store.database import (
     StoreError,
     describe_error,
@@ -63,7 +65,9 @@ def export_pairs(
 ) -> int:
     """Write the stored pairs (of one experiment, or all) as JSONL ordered by id; returns how many."""
     if isinstance(output, (str, os.PathLike)):
-        with open(output, "w", encoding="utf-8", newline="\n") as handle:
+        # Rows come out storable (`row_to_pair`); the handler is a second line of defence, so that one odd
+        # value could never stop an export halfway.
+        with open(output, "w", encoding="utf-8", errors="backslashreplace", newline="\n") as handle:
             return _export(engine, handle, experiment)
     return _export(engine, output, experiment)
 
@@ -136,6 +140,8 @@ class _Importer:
             return None
         if self.experiment is not None:
             pair.experiment = self.experiment
+        # A `\ud83d` or `\u0000` escape decodes fine but no database stores it: replace it, note it.
+        make_storable(pair)
         problem = row_problem(pair_to_row(pair))
         if problem is not None:
             self._reject(number, raw, problem)

@@ -28,6 +28,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shadow.pairs import SIDE_FIELDS, SIDES, Pair, SideOutput
+from shadow.storable import make_storable
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -72,6 +73,8 @@ class PairRow(Base):
     segment: Mapped[dict[str, str]] = mapped_column(JsonType)
     user_cancelled: Mapped[bool] = mapped_column(Boolean)
     extra: Mapped[dict[str, Any]] = mapped_column(JsonType)
+    # Nullable so that adding it was instant on a large table and rows written before it read as no notes.
+    capture_notes: Mapped[list[str] | None] = mapped_column(JsonType)
 
     baseline_text: Mapped[str | None] = mapped_column(Text)
     baseline_status: Mapped[int | None] = mapped_column(Integer)
@@ -143,6 +146,7 @@ def pair_to_row(pair: Pair) -> dict[str, Any]:
         "segment": dict(pair.segment),
         "user_cancelled": pair.user_cancelled,
         "extra": dict(pair.extra),
+        "capture_notes": list(pair.capture_notes),
     }
     for name in SIDES:
         side = pair.side(name)
@@ -157,7 +161,11 @@ def pair_to_row(pair: Pair) -> dict[str, Any]:
 
 
 def row_to_pair(row: Mapping[str, Any] | Any) -> Pair:
-    """Rebuild the `Pair` from a row mapping (or a Core `Row`, or a `PairRow`)."""
+    """Rebuild the `Pair` from a row mapping (or a Core `Row`, or a `PairRow`).
+
+    The pair is made storable on the way out: rows written before capture sanitized its input can hold lone
+    surrogates in JSON columns (SQLite keeps the `\\udcff` escape), which would break every writer of the
+    JSONL, report and score outputs that read them. What was replaced is noted in `capture_notes`."""
     values: Mapping[str, Any]
     if isinstance(row, Mapping):
         values = row
@@ -173,7 +181,7 @@ def row_to_pair(row: Mapping[str, Any] | Any) -> Pair:
         fields = {f: values[f"{name}_{f}"] for f in SIDE_FIELDS}
         fields["started_at"] = _from_db_time(fields["started_at"])
         sides[name] = SideOutput(text=values[f"{name}_text"], **fields)
-    return Pair(
+    pair = Pair(
         id=values["id"],
         experiment=values["experiment"],
         created_at=_to_utc(values["created_at"]),
@@ -189,7 +197,9 @@ def row_to_pair(row: Mapping[str, Any] | Any) -> Pair:
         segment=dict(values["segment"] or {}),
         user_cancelled=bool(values["user_cancelled"]),
         extra=dict(values["extra"] or {}),
+        capture_notes=list(values.get("capture_notes") or []),
     )
+    return make_storable(pair)
 
 
 def _to_utc(value: datetime) -> datetime:

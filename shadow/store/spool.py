@@ -27,6 +27,7 @@ from typing import BinaryIO
 
 from shadow import pairs
 from shadow.pairs import Pair, PairFormatError
+from shadow.storable import make_storable
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,9 @@ class Spool:
         """Append the pairs and fsync before returning: once this returns they survive a crash."""
         if not batch:
             return
-        data = "".join(pairs.dumps(pair) + "\n" for pair in batch).encode("utf-8")
+        # backslashreplace: a lone surrogate (only in a pair that skipped make_storable) becomes its JSON
+        # escape instead of failing the whole batch; the replay sanitizes it.
+        data = "".join(pairs.dumps(pair) + "\n" for pair in batch).encode("utf-8", "backslashreplace")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
@@ -92,16 +95,23 @@ class Spool:
             raise
         return SpoolReplay(self, handle, lock_fd)
 
-    def reject_pair(self, pair: Pair) -> None:
-        """Keep a pair the database refused (a value it cannot hold) where a person can find it."""
+    def reject_pair(self, pair: Pair, reason: str | None = None) -> None:
+        """Keep a pair the database refused (a value it cannot hold) where a person can find it; the reason
+        goes into its `capture_notes`, so the line is still a pair that `shadow import` reads.
+
+        Raises only OSError (the file cannot be written) or for a pair no JSON can describe."""
+        if reason:
+            pair.capture_notes = [*pair.capture_notes, f"set aside: {reason}"]
         try:
-            line = pairs.dumps(pair)
-        except (TypeError, ValueError):  # a value JSON cannot hold; keep what can be shown
-            line = json.dumps(pair.to_json(), ensure_ascii=False, default=repr)
-        self.reject(line.encode("utf-8"))
+            line = pairs.dumps(pair).encode("utf-8")
+        except (TypeError, ValueError, RecursionError):
+            # Odd text or a value JSON cannot hold: ASCII escapes and repr() can show anything.
+            line = json.dumps(pair.to_json(), ensure_ascii=True, default=repr).encode("ascii")
+        self.reject(line)
 
     def reject(self, raw: bytes) -> None:
         line = raw if raw.endswith(b"\n") else raw + b"\n"
+        self.rejected_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.rejected_path, "ab") as handle:
             handle.write(line)
             handle.flush()
@@ -128,7 +138,8 @@ class SpoolReplay:
             if not raw.strip():
                 continue
             try:
-                batch.append(pairs.loads(raw.decode("utf-8")))
+                # A spool written by an older version may hold text no database takes.
+                batch.append(make_storable(pairs.loads(raw.decode("utf-8"))))
             except (PairFormatError, UnicodeDecodeError) as exc:
                 torn = not raw.endswith(b"\n")
                 what = "torn last line (a crash while writing)" if torn else "unreadable line"

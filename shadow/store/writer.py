@@ -1,23 +1,30 @@
 """PairWriter: stores finished pairs off the request path, and never loses one the database cannot take.
 
-`submit()` only appends to an in-memory buffer. A background task writes the buffer in batches every
-`store_flush_interval_s` (sooner once `store_batch_size` pairs wait), in a thread, with plain SQLAlchemy.
-While the database is unavailable each batch goes to the spool (`shadow.store.spool`), fsynced; the task
-keeps probing the database with a capped backoff and, once it answers, replays the spool into it. Inserts
-skip ids already stored, so a batch whose commit may or may not have landed can be replayed safely.
+`submit()` makes the pair storable (`shadow.storable`) and appends it to an in-memory buffer. A background
+task writes the buffer in batches every `store_flush_interval_s` (sooner once `store_batch_size` pairs wait),
+each batch on a thread of its own (`shadow.store.batch_write`), with plain SQLAlchemy. While the database is
+unavailable each batch goes to the spool (`shadow.store.spool`), fsynced; the task keeps probing the database
+with a capped backoff (bringing the schema to head first when made with `migrate=True`) and, once it answers,
+replays the spool into it. Inserts skip ids already stored, so a batch whose commit may or may not have
+landed can be written again safely.
 
 Loss bound:
-- `close()` (SIGTERM, a normal shutdown): nothing is lost. What the database does not take within the
-  timeout is spooled and fsynced, and the next writer's `start()` replays it.
+- `close()` (SIGTERM, a normal shutdown): nothing is lost while the spool's disk works. It returns within its
+  timeout whatever the database does (a call hanging in a thread is abandoned, not awaited); what the
+  database did not take is spooled, and the next writer's `start()` replays it.
 - A hard crash (kill -9, OOM, power loss): the pairs still in memory are lost, i.e. those submitted in the
-  last `store_flush_interval_s`, plus those submitted during a write still in progress (a slow database
-  delays the flush; a reachable-but-silent PostgreSQL host can hold one for the connect timeout). Pairs
-  already spooled are not lost; a line torn by the crash is set aside, not read as a pair.
-- A pair the database refuses as such (a value too long for its column) is written to `<spool>.rejected`
-  with an error in the log, instead of blocking the batches behind it.
+  last `store_flush_interval_s`, plus those submitted during a write still in progress. Pairs already
+  spooled are not lost; a line torn by the crash is set aside, not read as a pair.
+- A pair that cannot be written for any reason but an unavailable database is tried `MAX_PAIR_ATTEMPTS`
+  times, then set aside in `<spool>.rejected` with its reason; it never holds back the pairs behind it.
+- A spool that cannot be written (disk full, read-only): pairs wait in memory, at most `max_backlog`; past
+  that new pairs are dropped and counted (`dropped_total`), as are pairs `close()` could not keep anywhere.
+- A SQLite file deleted or replaced while serving: noticed before the next write (and after each commit);
+  the writer starts a new file at the path, and `health()` says so.
 
 Logs never contain pair contents or headers: only counts, ids, paths and the first line of a database
-error (engines are made with `hide_parameters`).
+error (engines are made with `hide_parameters`). Repeated conditions are logged at most every
+`REPEAT_LOG_INTERVAL_S`.
 """
 
 from __future__ import annotations
@@ -27,15 +34,16 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
-from shadow.pairs import Pair
+from shadow.pairs import Pair, utc_now
 from shadow.settings import Settings
-from shadow.store.database import describe_error, insert_pairs, is_unavailable_error, make_engine
-from shadow.store.models import pairs_table
+from shadow.storable import make_storable
+from shadow.store.background import Backoff, Throttle, in_daemon_thread
+from shadow.store.batch_write import MAX_PAIR_ATTEMPTS, BatchWriter, WriteResult
+from shadow.store.database import describe_error, make_engine
 from shadow.store.spool import Spool, SpoolReplay
 
 log = logging.getLogger(__name__)
@@ -44,115 +52,157 @@ MIN_RETRY_DELAY_S = 0.25
 MAX_RETRY_DELAY_S = 5.0
 """Backoff between database probes while it is unavailable; capped so recovery is noticed within seconds."""
 
+MIN_SPOOL_RETRY_DELAY_S = 0.5
+MAX_SPOOL_RETRY_DELAY_S = 30.0
+"""Backoff between spool writes while its disk fails: a full disk does not empty itself in milliseconds."""
+
+MAX_BACKLOG_PAIRS = 50_000
+"""Pairs held in memory at most when neither the database nor the spool takes them; newer ones are dropped."""
+
+REPEAT_LOG_INTERVAL_S = 30.0
+
 REPLAY_BATCHES_PER_TICK = 8
 """Spool batches replayed between two flushes, so a long replay does not hold fresh pairs in memory."""
 
 DEFAULT_CLOSE_TIMEOUT_S = 10.0
+CLOSE_SPOOL_RESERVE_S = 1.0
+"""Part of close()'s timeout kept for spooling what the database did not take."""
 
-
-@dataclass(slots=True)
-class _WriteResult:
-    written: int = 0
-    rejected: int = 0
-    leftover: list[Pair] = field(default_factory=list)  # not written because the database went away
-    error: BaseException | None = None
+MAX_WARNINGS = 20
 
 
 class PairWriter:
-    def __init__(self, settings: Settings, *, engine: Engine | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        engine: Engine | None = None,
+        migrate: bool = False,
+        max_backlog: int | None = None,
+    ) -> None:
         self._db_url = settings.db
         self._batch_size = settings.store_batch_size
         self._flush_interval_s = max(settings.store_flush_interval_s, 0.01)
         self._engine = engine
         self._owns_engine = engine is None
+        self._migrate = migrate
+        self._max_backlog = MAX_BACKLOG_PAIRS if max_backlog is None else max(max_backlog, 1)
         self._spool = Spool(settings.resolved_spool_path)
+        self._batches: BatchWriter | None = None  # made in start(), with the engine
         self._buffer: deque[Pair] = deque()
         self._in_flight: list[Pair] = []
+        self._retry: list[Pair] = []
+        self._suspects: deque[Pair] = deque()  # from a batch that failed unexpectedly: stored one at a time
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._replay: SpoolReplay | None = None
         self._closing = False
         self._closed = False
-        self._db_available = True
-        self._retry_delay_s = 0.0
-        self._next_probe_at = 0.0
+        # None: not known yet. With migrate=True the first tick probes (and migrates) before any write.
+        self._db_available: bool | None = None if migrate else True
+        self._probe_backoff = Backoff(MIN_RETRY_DELAY_S, MAX_RETRY_DELAY_S)
+        self._spool_backoff = Backoff(MIN_SPOOL_RETRY_DELAY_S, MAX_SPOOL_RETRY_DELAY_S)
+        self._spool_error: str | None = None
+        self._error_backoff = Backoff(MIN_RETRY_DELAY_S, MAX_RETRY_DELAY_S)  # unexpected errors in a tick
+        self._warnings: deque[str] = deque(maxlen=MAX_WARNINGS)
+        self._spool_log = Throttle(log, REPEAT_LOG_INTERVAL_S)
+        self._drop_log = Throttle(log, REPEAT_LOG_INTERVAL_S)
+        self._error_log = Throttle(log, REPEAT_LOG_INTERVAL_S)
         self.written_total = 0
         """Pairs written to the database from memory (not counting replays)."""
         self.spooled_total = 0
         self.replayed_total = 0
         """Spooled pairs handed to the database again (a replay interrupted and restarted counts twice)."""
         self.rejected_total = 0
+        self.dropped_total = 0
+        """Pairs lost: past the backlog bound, or kept by none of the database, the spool, the reject file."""
 
     # --- the API the proxy uses ------------------------------------------------------------------------
 
     @property
     def pending(self) -> int:
         """Pairs in memory, not yet in the database or the spool."""
-        return len(self._buffer) + len(self._in_flight)
+        return len(self._buffer) + len(self._in_flight) + len(self._retry) + len(self._suspects)
 
     @property
     def db_available(self) -> bool:
-        return self._db_available
+        return self._db_available is True
 
     @property
     def spool_path(self) -> str:
         return str(self._spool.path)
 
-    async def start(self) -> None:
-        """Start the background flushes; a spool left by an earlier run is replayed once the database answers.
+    def health(self) -> dict[str, Any]:
+        """For /healthz: the store's state, and one line per thing an operator should know about."""
+        warnings = list(self._warnings)
+        if self._spool_error is not None:
+            warnings.append(self._spool_error)
+        if self.dropped_total:
+            warnings.append(f"{self.dropped_total} pairs were lost since start; the log says why")
+        return {
+            "db_available": self.db_available,
+            "pending": self.pending,
+            "written_total": self.written_total,
+            "spooled_total": self.spooled_total,
+            "replayed_total": self.replayed_total,
+            "rejected_total": self.rejected_total,
+            "dropped_total": self.dropped_total,
+            "warnings": warnings,
+        }
 
-        The schema must exist (`shadow.store.database.upgrade`); until it does, pairs wait in the spool."""
+    async def start(self) -> None:
+        """Start the background flushes and return at once: the database is first touched in the background
+        (migrated there with `migrate=True`), and a spool left by an earlier run is replayed once it answers.
+
+        Raises StoreError only for a database URL that cannot work (malformed, unknown driver)."""
         if self._task is not None:
             raise RuntimeError("PairWriter.start() was already called")
         if self._engine is None:
-            self._engine = make_engine(self._db_url)
+            self._engine = make_engine(self._db_url, create_parent=False)  # no I/O
+        else:
+            self._db_url = self._engine.url.render_as_string(hide_password=False)
+        self._batches = BatchWriter(
+            self._engine, self._db_url, self._spool, migrate=self._migrate, warnings=self._warnings
+        )
         self._task = asyncio.create_task(self._run(), name="pair-writer")
 
     def submit(self, pair: Pair) -> None:
         """Queue a finished pair. Never blocks the event loop and never raises."""
         try:
+            try:
+                make_storable(pair)  # one bad string must not fail a batch, the spool or an export
+            except Exception:  # noqa: BLE001 - storing still tries; a pair that fails is set aside
+                log.warning("pair writer: could not sanitize pair %s; storing it as it is", pair.id)
             if self._closed:
                 self._spool_after_close(pair)
+                return
+            if self.pending >= self._max_backlog:
+                self.dropped_total += 1
+                self._drop_log.error(
+                    "pair writer: LOST pair %s: %d pairs already wait in memory (neither the database nor "
+                    "the spool %s takes them); %d lost so far",
+                    pair.id,
+                    self.pending,
+                    self._spool.path,
+                    self.dropped_total,
+                )
                 return
             self._buffer.append(pair)
             if len(self._buffer) >= self._batch_size:
                 self._wakeup.set()
         except Exception:  # the request path must not fail because storing did
-            log.exception("pair writer: could not queue pair %s", pair.id)
+            log.exception("pair writer: could not queue pair %s", getattr(pair, "id", "?"))
 
     async def close(self, timeout_s: float = DEFAULT_CLOSE_TIMEOUT_S) -> None:
-        """Write everything still in memory; what the database does not take within `timeout_s` is spooled."""
+        """Write everything still in memory; what the database does not take within `timeout_s` is spooled.
+        Returns within `timeout_s` (plus a fraction of a second) and never raises."""
         if self._closed:
             return
-        self._closing = True
-        self._wakeup.set()
-        if self._task is not None:
-            done, _ = await asyncio.wait({self._task}, timeout=timeout_s)
-            if not done:
-                log.warning("pair writer: the database did not take the last pairs within %.1fs", timeout_s)
-                self._task.cancel()
-                await asyncio.wait({self._task})
-        if self._replay is not None:
-            self._replay.abandon()
-            self._replay = None
-        leftovers = [*self._in_flight, *self._buffer]
-        self._in_flight = []
-        self._buffer.clear()
-        self._closed = True  # from here on, submit() spools directly
-        if leftovers:
-            try:
-                await asyncio.to_thread(self._spool.append, leftovers)
-                self.spooled_total += len(leftovers)
-                log.info("pair writer: spooled %d pairs to %s on close", len(leftovers), self._spool.path)
-            except OSError as exc:
-                log.error(
-                    "pair writer: LOST %d pairs: cannot write the spool %s (%s)",
-                    len(leftovers),
-                    self._spool.path,
-                    exc.strerror,
-                )
-        if self._owns_engine and self._engine is not None:
-            self._engine.dispose()
+        try:
+            await self._close(max(timeout_s, 0.0))
+        except Exception as exc:  # noqa: BLE001 - shutdown goes on whatever the store does
+            log.error("pair writer: closing failed (%s)", describe_error(exc))
+            self._closed = True
 
     # --- the background task ---------------------------------------------------------------------------
 
@@ -161,61 +211,135 @@ class PairWriter:
             final = self._closing
             try:
                 await self._tick(final=final)
-            except Exception:
-                log.exception("pair writer: unexpected error; will retry")
-                if self._in_flight:  # put the batch back so the next tick (or close) still has it
-                    self._buffer.extendleft(reversed(self._in_flight))
-                    self._in_flight = []
+            except Exception as exc:
+                await self._tick_failed(exc)
+            else:
+                self._error_backoff.succeeded()
             if final:
                 return
             await self._wait_for_work()
 
     async def _wait_for_work(self) -> None:
-        self._wakeup.clear()
-        if len(self._buffer) >= self._batch_size or self._closing:
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wakeup.wait(), timeout=self._flush_interval_s)
+        deadline = time.monotonic() + self._flush_interval_s
+        while not self._closing:
+            self._wakeup.clear()
+            now = time.monotonic()
+            held_until = self._held_until(now)
+            if now >= held_until and (now >= deadline or len(self._buffer) >= self._batch_size):
+                return
+            # While nothing can take pairs, a submit filling a batch must not wake the loop: that spun a
+            # core (and logged hundreds of lines a second) when the spool's disk was full.
+            timeout = held_until - now if now < held_until else deadline - now
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), timeout=max(timeout, 0.001))
+
+    def _held_until(self, now: float) -> float:
+        """Before this moment no store attempt can succeed: after an unexpected error, or while the database
+        is unavailable and the spool in its backoff (until the earlier of the next probe and spool try)."""
+        held = self._error_backoff.next_at
+        if self._db_available is not True and self._spool_backoff.waiting(now):
+            held = max(held, min(self._probe_backoff.next_at, self._spool_backoff.next_at))
+        return held
 
     async def _tick(self, *, final: bool) -> None:
-        if not self._db_available and (final or time.monotonic() >= self._next_probe_at):
+        if self._db_available is not True and (final or not self._probe_backoff.waiting(time.monotonic())):
             await self._probe()
-        while self._buffer:
-            batch = [self._buffer.popleft() for _ in range(min(self._batch_size, len(self._buffer)))]
+        # Refused pairs are tried again one tick later; on close, until each is stored or set aside.
+        for _ in range(MAX_PAIR_ATTEMPTS if final else 1):
+            self._buffer.extend(self._retry)
+            self._retry = []
+            if not await self._drain_buffer() or not (final and self._retry):
+                break
+        if self._db_available:
+            await self._replay_spool(max_batches=None if final else REPLAY_BATCHES_PER_TICK)
+
+    async def _drain_buffer(self) -> bool:
+        """Store the buffer batch by batch; False when a batch could go nowhere (it is kept in memory).
+        Suspects (see `_tick_failed`) go first, one per batch."""
+        while self._suspects or self._buffer:
+            source = self._suspects if self._suspects else self._buffer
+            size = 1 if source is self._suspects else min(self._batch_size, len(source))
+            batch = [source.popleft() for _ in range(size)]
             self._in_flight = batch
             not_stored = await self._store(batch)
             self._in_flight = []
-            if not_stored:  # neither the database nor the spool: keep them for the next tick or close
-                self._buffer.extendleft(reversed(not_stored))
-                return
-        if self._db_available:
-            await self._replay_spool(max_batches=None if final else REPLAY_BATCHES_PER_TICK)
+            if not_stored:
+                source.extendleft(reversed(not_stored))
+                return False
+        return True
 
     async def _store(self, batch: list[Pair]) -> list[Pair]:
         """Database first, spool second; returns the pairs neither took (none, unless the disk fails too)."""
         if self._db_available:
-            result = await asyncio.to_thread(self._write, batch)
+            result = await in_daemon_thread(self._require_batches().write, batch)
             self._account(result)
             self.written_total += result.written
             if not result.leftover:
                 return []
             batch = result.leftover
-        try:
-            await asyncio.to_thread(self._spool.append, batch)
-        except OSError as exc:
-            log.error(
-                "pair writer: cannot write the spool %s (%s); keeping %d pairs in memory",
-                self._spool.path,
-                exc.strerror,
-                len(batch),
-            )
+        return await self._spool_batch(batch)
+
+    async def _spool_batch(self, batch: list[Pair], *, now_or_never: bool = False) -> list[Pair]:
+        if not now_or_never and self._spool_backoff.waiting(time.monotonic()):
             return batch
+        try:
+            await in_daemon_thread(self._spool.append, batch)
+        except OSError as exc:
+            self._spool_failed(exc, len(batch))
+            return batch
+        if self._spool_error is not None:
+            log.info("pair writer: the spool %s is writable again", self._spool.path)
+        self._spool_error = None
+        self._spool_backoff.succeeded()
         self.spooled_total += len(batch)
         return []
 
+    def _spool_failed(self, exc: OSError, count: int) -> None:
+        delay_s = self._spool_backoff.failed()
+        reason = exc.strerror or describe_error(exc)
+        if self._spool_error is None:
+            at = utc_now().isoformat(timespec="seconds")
+            self._spool_error = f"cannot write the spool {self._spool.path} ({reason}) since {at}"
+        self._spool_log.error(
+            "pair writer: cannot write the spool %s (%s); keeping %d pairs in memory (%d in all), "
+            "next try in %.1fs",
+            self._spool.path,
+            reason,
+            count,
+            self.pending,
+            delay_s,
+        )
+
+    async def _tick_failed(self, exc: Exception) -> None:
+        """A bug or an unforeseen error: back off, so a repeating error does not spin, and make sure the same
+        batch cannot fail forever. The pairs of a failed batch become suspects, stored one per batch; a
+        single pair that fails is counted against its attempts, and set aside once they run out."""
+        delay_s = self._error_backoff.failed()
+        self._error_log.error(
+            "pair writer: unexpected error (%s); retrying in %.1fs", describe_error(exc), delay_s
+        )
+        log.debug("pair writer: unexpected error", exc_info=True)
+        batch, self._in_flight = self._in_flight, []
+        if self._replay is not None:  # keep the replaying file; the next replay starts it over
+            self._replay.abandon()
+            self._replay = None
+        if len(batch) > 1:
+            self._suspects.extendleft(reversed(batch))
+            return
+        keep: list[Pair] = []
+        exhausted: list[Pair] = []
+        for pair in batch:
+            (keep if self._require_batches().count_failure(pair) else exhausted).append(pair)
+        self._suspects.extendleft(reversed(keep))
+        if exhausted:
+            self._in_flight = exhausted  # so that a close() cancelling us still spools them
+            result = await in_daemon_thread(self._require_batches().set_aside, exhausted, describe_error(exc))
+            self._in_flight = []
+            self._account(result)
+
     async def _probe(self) -> None:
         try:
-            await asyncio.to_thread(self._check_database)
+            await in_daemon_thread(self._require_batches().check)
         except Exception as exc:
             self._mark_unavailable(exc)
         else:
@@ -225,17 +349,17 @@ class PairWriter:
         replayed_batches = 0
         while max_batches is None or replayed_batches < max_batches:
             if self._replay is None:
-                self._replay = await asyncio.to_thread(self._spool.start_replay)
+                self._replay = await in_daemon_thread(self._spool.start_replay)
                 if self._replay is None:
                     return
                 log.info("pair writer: replaying spooled pairs from %s", self._spool.replaying_path)
-            batch = await asyncio.to_thread(self._replay.next_batch, self._batch_size)
+            batch = await in_daemon_thread(self._replay.next_batch, self._batch_size)
             if not batch:
-                await asyncio.to_thread(self._replay.finish)
+                await in_daemon_thread(self._replay.finish)
                 self._replay = None
                 log.info("pair writer: spool replayed (%d pairs so far)", self.replayed_total)
                 continue
-            result = await asyncio.to_thread(self._write, batch)
+            result = await in_daemon_thread(self._require_batches().write, batch)
             self._account(result)
             self.replayed_total += result.written
             if result.leftover:  # still in the .replaying file: the next replay starts it over
@@ -244,17 +368,18 @@ class PairWriter:
                 return
             replayed_batches += 1
 
-    def _account(self, result: _WriteResult) -> None:
+    def _account(self, result: WriteResult) -> None:
         self.rejected_total += result.rejected
+        self.dropped_total += result.lost
+        self._retry.extend(result.retry)
         if result.leftover:
             self._mark_unavailable(result.error)
         elif result.written:
             self._mark_available()
 
     def _mark_unavailable(self, error: BaseException | None) -> None:
-        self._retry_delay_s = min(max(self._retry_delay_s * 2, MIN_RETRY_DELAY_S), MAX_RETRY_DELAY_S)
-        self._next_probe_at = time.monotonic() + self._retry_delay_s
-        if self._db_available:
+        self._probe_backoff.failed()
+        if self._db_available is not False:
             reason = describe_error(error) if error is not None else "unknown error"
             log.warning(
                 "pair writer: database unavailable (%s); spooling pairs to %s until it answers",
@@ -264,62 +389,89 @@ class PairWriter:
         self._db_available = False
 
     def _mark_available(self) -> None:
-        if not self._db_available:
+        if self._db_available is False:
             log.info("pair writer: database reachable again")
         self._db_available = True
-        self._retry_delay_s = 0.0
+        self._probe_backoff.succeeded()
+        # The spool is not needed now; its failure stays in the log, not on /healthz as a current problem.
+        # (Its backoff stays: the next outage does not start by hammering a disk known to fail.)
+        self._spool_error = None
 
-    # --- blocking work, run in a thread ----------------------------------------------------------------
+    # --- closing ---------------------------------------------------------------------------------------
 
-    def _check_database(self) -> None:
-        assert self._engine is not None
-        with self._engine.connect() as connection:
-            connection.execute(select(pairs_table.c.id).limit(0))
-
-    def _write(self, batch: Sequence[Pair]) -> _WriteResult:
-        assert self._engine is not None
-        try:
-            with self._engine.begin() as connection:
-                insert_pairs(connection, batch)
-        except Exception as exc:
-            if is_unavailable_error(exc):
-                return _WriteResult(leftover=list(batch), error=exc)
-            log.warning(
-                "pair writer: the database refused a batch of %d (%s); writing its pairs one by one",
-                len(batch),
-                describe_error(exc),
-            )
-            return self._write_one_by_one(batch)
-        return _WriteResult(written=len(batch))
-
-    def _write_one_by_one(self, batch: Sequence[Pair]) -> _WriteResult:
-        """Isolate the pair the database refuses, so one bad value does not hold back the others."""
-        assert self._engine is not None
-        result = _WriteResult()
-        for index, pair in enumerate(batch):
-            try:
-                with self._engine.begin() as connection:
-                    insert_pairs(connection, [pair])
-            except Exception as exc:
-                if is_unavailable_error(exc):
-                    result.leftover = list(batch[index:])
-                    result.error = exc
-                    return result
-                log.error(
-                    "pair writer: pair %s cannot be stored (%s); kept in %s",
-                    pair.id,
-                    describe_error(exc),
-                    self._spool.rejected_path,
+    async def _close(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            reserve = min(CLOSE_SPOOL_RESERVE_S, timeout_s / 4)
+            done, _ = await asyncio.wait({self._task}, timeout=max(deadline - reserve - time.monotonic(), 0))
+            if not done:
+                log.warning("pair writer: the database did not take the last pairs within %.1fs", timeout_s)
+                # The task waits on a thread; cancelling abandons that call (it cannot be interrupted) and
+                # its batch, still in `_in_flight`, is spooled below. Should the call still land, the replay
+                # skips the ids it finds stored.
+                self._task.cancel()
+                await asyncio.wait({self._task}, timeout=0.5)
+        if self._replay is not None:
+            self._replay.abandon()
+            self._replay = None
+        leftovers = [*self._in_flight, *self._suspects, *self._retry, *self._buffer]
+        self._in_flight, self._retry = [], []
+        self._suspects.clear()
+        self._buffer.clear()
+        self._closed = True  # from here on, submit() spools directly
+        if leftovers:
+            await self._spool_on_close(leftovers, deadline)
+        if self._owns_engine and self._engine is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    in_daemon_thread(self._engine.dispose), max(deadline - time.monotonic(), 0.05)
                 )
-                self._spool.reject_pair(pair)
-                result.rejected += 1
-            else:
-                result.written += 1
-        return result
+
+    async def _spool_on_close(self, leftovers: list[Pair], deadline: float) -> None:
+        try:
+            not_stored = await asyncio.wait_for(
+                self._spool_batch(leftovers, now_or_never=True), max(deadline - time.monotonic(), 0.1)
+            )
+        except Exception as exc:  # noqa: BLE001 - a timeout, or anything else: say what is lost
+            self.dropped_total += len(leftovers)
+            why = "within the close timeout" if isinstance(exc, TimeoutError) else f"({describe_error(exc)})"
+            log.error(
+                "pair writer: LOST %d pairs: the spool %s did not take them %s",
+                len(leftovers),
+                self._spool.path,
+                why,
+            )
+            return
+        if not_stored:
+            self.dropped_total += len(not_stored)
+            log.error(
+                "pair writer: LOST %d pairs: neither the database nor the spool %s took them",
+                len(not_stored),
+                self._spool.path,
+            )
+        else:
+            log.info("pair writer: spooled %d pairs to %s on close", len(leftovers), self._spool.path)
 
     def _spool_after_close(self, pair: Pair) -> None:
         # Late pairs (a mirror that finished after shutdown began) still must not be lost. A small
         # synchronous append is acceptable on this rare path; the next start replays it.
         log.warning("pair writer: pair %s submitted after close; spooling it", pair.id)
-        self._spool.append([pair])
+        try:
+            self._spool.append([pair])
+        except Exception as exc:  # noqa: BLE001 - submit() never raises
+            self.dropped_total += 1
+            self._drop_log.error(
+                "pair writer: LOST pair %s: cannot write the spool %s (%s)",
+                pair.id,
+                self._spool.path,
+                describe_error(exc),
+            )
+            return
         self.spooled_total += 1
+
+    def _require_batches(self) -> BatchWriter:
+        if self._batches is None:
+            raise RuntimeError("PairWriter.start() was not called")
+        return self._batches
