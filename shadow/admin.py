@@ -4,7 +4,6 @@ operators can firewall it separately."""
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -13,33 +12,13 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shadow.metrics import SidecarMetrics
-from shadow.settings import Settings, SettingsError, split_host_port
+from shadow.settings import Settings, admin_token_required
 
 log = logging.getLogger(__name__)
 
 ADMIN_MAX_BODY_BYTES = 64 * 1024
 UNAUTHENTICATED_PATHS = frozenset({"/healthz"})
 """Kubelet probes carry no token; everything else on a non-loopback admin listener needs one."""
-
-
-def is_loopback(host: str) -> bool:
-    if host in ("localhost", ""):
-        return host == "localhost"
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def admin_token_required(settings: Settings) -> bool:
-    host, _port = split_host_port(settings.admin_listen, "admin_listen")
-    required = not is_loopback(host)
-    if required and not settings.admin_token:
-        raise SettingsError(
-            f"the admin listener {settings.admin_listen} is not on loopback, so it needs a bearer token: "
-            "set admin_token (or SHADOW_ADMIN_TOKEN)"
-        )
-    return required
 
 
 def bearer_matches(header: str, token: str) -> bool:

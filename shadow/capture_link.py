@@ -15,7 +15,7 @@ import logging
 import socket
 import sys
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import asdict
 from typing import Any
 
@@ -57,13 +57,32 @@ class RequestTiming:
 class Exchange:
     """One request that may be mirrored: its frames, and the bound on how much of it is copied."""
 
-    __slots__ = ("id", "_meta", "_link", "_timing", "active", "_limit", "_kept", "_seen", "_started", "_done")
+    __slots__ = (
+        "id",
+        "_meta",
+        "_raw_headers",
+        "_link",
+        "_timing",
+        "active",
+        "_limit",
+        "_kept",
+        "_seen",
+        "_started",
+        "_done",
+    )
 
     def __init__(
-        self, exchange_id: int, meta: dict[str, Any], link: CaptureLink, timing: RequestTiming, limit: int
+        self,
+        exchange_id: int,
+        meta: dict[str, Any],
+        raw_headers: tuple[tuple[bytes, bytes], ...],
+        link: CaptureLink,
+        timing: RequestTiming,
+        limit: int,
     ) -> None:
         self.id = exchange_id
         self._meta = meta
+        self._raw_headers = raw_headers
         self._link = link
         self._timing = timing
         self.active = True
@@ -76,9 +95,10 @@ class Exchange:
     def send_request(self, body: bytes) -> None:
         if not self.active:
             return
-        if not self._link.send(Kind.REQUEST, self.id, request_payload(self._meta, body)):
+        if self._link.send(Kind.REQUEST, self.id, request_payload(self._meta, self._raw_headers, body)):
+            self._started = True
+        else:
             self.drop("channel_full")
-        self._started = True
 
     def response_start(self, upstream: aiohttp.ClientResponse) -> None:
         if not (self.active and self._started):
@@ -120,8 +140,7 @@ class Exchange:
             "kept_bytes": self._kept,
             "seen_bytes": self._seen,
         }
-        if not self._link.send(Kind.END, self.id, json_payload(meta), control=True):
-            self._link.count_drop("channel_full")
+        self._link.send_end(self.id, meta)
         self._link.forget(self.id)
 
     def close(self) -> None:
@@ -134,9 +153,7 @@ class Exchange:
             self.active = False
             self._link.count_drop(reason)
             if self._started:  # the worker holds a half exchange: tell it to let go
-                self._link.send(
-                    Kind.END, self.id, json_payload({"ended": False, "dropped": reason}), control=True
-                )
+                self._link.send_end(self.id, {"ended": False, "dropped": reason})
             self._done = True
             self._link.forget(self.id)
 
@@ -159,6 +176,7 @@ class CaptureLink:
         self._drops: Counter[str] = Counter()
         self._request_stats: list[tuple[str, int | None, float | None, float | None]] = []
         self._stats_dropped = 0
+        self._unsent_ends: deque[tuple[int, bytes]] = deque()
 
     # --- lifecycle -------------------------------------------------------------------------------------
 
@@ -258,6 +276,7 @@ class CaptureLink:
             for exchange in list(self._exchanges.values()):
                 exchange.active = False
             self._exchanges.clear()
+            self._unsent_ends.clear()  # the next worker never heard of those exchanges
         if process.returncode not in (0, None) and not self._stopping:
             log.error("capture worker exited with status %s", process.returncode)
 
@@ -288,17 +307,32 @@ class CaptureLink:
         meta = {
             "method": request.method,
             "path": path_after_v1,
-            "headers": list(request.headers.items()),
             "client": request.remote,
             "received_at": time.time(),
         }
-        exchange = Exchange(exchange_id, meta, self, timing, self.settings.capture_max_bytes)
+        exchange = Exchange(
+            exchange_id, meta, request.raw_headers, self, timing, self.settings.capture_max_bytes
+        )
         self._exchanges[exchange_id] = exchange
         return exchange
 
     def send(self, kind: Kind, exchange_id: int, payload: bytes = b"", *, control: bool = False) -> bool:
         protocol = self._protocol
         return protocol is not None and protocol.send(kind, exchange_id, payload, control=control)
+
+    def send_end(self, exchange_id: int, meta: dict[str, Any]) -> None:
+        """The END of an exchange must reach the worker, or a mirror there waits for it forever: one that
+        does not fit now is kept (a few dozen bytes each) and sent before the next batch of stats."""
+        payload = json_payload(meta)
+        if self._unsent_ends or not self.send(Kind.END, exchange_id, payload, control=True):
+            self._unsent_ends.append((exchange_id, payload))
+
+    def _send_unsent_ends(self) -> None:
+        while self._unsent_ends:
+            exchange_id, payload = self._unsent_ends[0]
+            if not self.send(Kind.END, exchange_id, payload, control=True):
+                return
+            self._unsent_ends.popleft()
 
     def forget(self, exchange_id: int) -> None:
         self._exchanges.pop(exchange_id, None)
@@ -324,6 +358,7 @@ class CaptureLink:
             self._flush_stats()
 
     def _flush_stats(self) -> None:
+        self._send_unsent_ends()
         if not (self._request_stats or self._drops or self._stats_dropped) or not self.ready.is_set():
             return
         payload = json_payload(

@@ -26,7 +26,7 @@ from typing import Any
 from shadow.cli_settings import add_settings_flags, settings_from
 from shadow.errors import UserError
 from shadow.logs import configure_logging
-from shadow.settings import SettingsError, default_of
+from shadow.settings import SettingsError, admin_token_required, default_of
 
 EXIT_USAGE = 2
 
@@ -46,8 +46,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UserError(
             "--candidate is required: the OpenAI base URL of the model to evaluate (ending in /v1)"
         )
-    from shadow.admin import admin_token_required
-
     admin_token_required(settings)  # refuse an open admin listener without a token before anything starts
     with asyncio.Runner(loop_factory=_fast_event_loop()) as runner:
         runner.run(serve_forever(settings))

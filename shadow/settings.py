@@ -7,6 +7,7 @@ table names are only for the reader, keys are unique across the file.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import tomllib
@@ -58,6 +59,11 @@ class Settings:
         64 * 1024, "Longest request or response header line passed through (Envoy's default is 60 KiB)."
     )
     max_headers: int = _opt(256, "Most request or response headers passed through.")
+    capture_worker_nice: int = _opt(
+        10,
+        "CPU priority of the capture worker, as a nice increment (0-19): when they compete for a core, the "
+        "process serving users wins and the worker catches up later (or drops, counted).",
+    )
     capture_channel_bytes: int = _opt(
         32 * 1024 * 1024,
         "Bytes waiting for the capture worker at most; past it a mirror is dropped and counted, never awaited.",
@@ -143,6 +149,10 @@ class Settings:
                 raise SettingsError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("listen", "admin_listen"):
             split_host_port(getattr(self, name), name)
+        if not 0 <= self.capture_worker_nice <= 19:
+            raise SettingsError(
+                f"capture_worker_nice must be between 0 and 19, got {self.capture_worker_nice}"
+            )
         if self.drain_timeout_s <= 0:
             raise SettingsError(f"drain_timeout_s must be positive, got {self.drain_timeout_s}")
         self.candidate_overrides()  # validates
@@ -191,6 +201,27 @@ def split_host_port(value: str, name: str = "address") -> tuple[str, int]:
     if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
         raise SettingsError(f"{name} must be HOST:PORT, got {value!r}")
     return (host.strip("[]") or "0.0.0.0"), int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def admin_token_required(settings: Settings) -> bool:
+    """Whether admin endpoints need the bearer token; refuses an open admin listener without one."""
+    host, _port = split_host_port(settings.admin_listen, "admin_listen")
+    required = not is_loopback(host)
+    if required and not settings.admin_token:
+        raise SettingsError(
+            f"the admin listener {settings.admin_listen} is not on loopback, so it needs a bearer token: "
+            "set admin_token (or SHADOW_ADMIN_TOKEN)"
+        )
+    return required
 
 
 def setting_fields() -> list[Any]:

@@ -29,14 +29,14 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from shadow.admin import admin_token_required, create_admin_app
+from shadow.admin import create_admin_app
 from shadow.capture import decode_body
 from shadow.channel import FrameProtocol, Kind, json_payload, split_request_payload
 from shadow.logs import configure_logging, safe_url
 from shadow.metrics import SidecarMetrics
 from shadow.mirror import Mirror, MirrorJob, PrimaryOutcome
 from shadow.pairs import SideOutput
-from shadow.settings import Settings, coerce_values, split_host_port
+from shadow.settings import Settings, admin_token_required, coerce_values, split_host_port
 from shadow.store.database import make_engine, redact_url
 from shadow.store.writer import PairWriter
 from shadow.upstream import ResponseRecorder
@@ -161,8 +161,8 @@ class CaptureWorker:
                 self._finish(exchange_id, PrimaryOutcome(side=None, dropped="internal_error"))
 
     def _on_request(self, exchange_id: int, payload: bytes) -> None:
-        meta, body = split_request_payload(payload)
-        headers = CIMultiDict((str(k), str(v)) for k, v in meta["headers"])
+        meta, raw_headers, body = split_request_payload(payload)
+        headers = CIMultiDict(raw_headers)
         try:
             body = decode_body(body, headers.get("Content-Encoding"))
         except Exception:
@@ -307,6 +307,8 @@ async def _main(fd: int) -> None:
     watchdog = asyncio.create_task(watch_parent())
     settings = await config
     configure_logging(settings.log_level)
+    if settings.capture_worker_nice:
+        os.nice(settings.capture_worker_nice)
     worker = CaptureWorker(settings, protocol)
     admin_url = await worker.start()
     for frame in early:

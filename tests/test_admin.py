@@ -6,8 +6,7 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from shadow.admin import admin_token_required
-from shadow.settings import Settings, SettingsError
+from shadow.settings import Settings, SettingsError, admin_token_required
 from tests.harness import capture_stack
 
 
