@@ -165,7 +165,7 @@ class CaptureLink:
         self.settings = settings
         self.admin_url: str | None = None
         self.ready = asyncio.Event()
-        self._exited = asyncio.Event()
+        self._failed_starts = 0
         self._protocol: FrameProtocol | None = None
         self._process: asyncio.subprocess.Process | None = None
         self._supervisor: asyncio.Task[None] | None = None
@@ -185,23 +185,17 @@ class CaptureLink:
         self._stats_task = asyncio.create_task(self._send_stats_forever(), name="shadow-capture-stats")
 
     async def wait_ready(self, timeout_s: float) -> None:
-        """Until the worker's admin listener is up; raises if the worker exits first."""
-        ready = asyncio.ensure_future(self.ready.wait())
-        exited = asyncio.ensure_future(self._exited.wait())
-        try:
-            done, _ = await asyncio.wait(
-                {ready, exited}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            ready.cancel()
-            exited.cancel()
-        if not self.ready.is_set():
-            why = (
-                "exited during start-up (its log is above)"
-                if exited in done
-                else f"not ready in {timeout_s} s"
-            )
-            raise RuntimeError(f"the capture worker {why}")
+        """Until a worker's admin listener is up; raises if a worker dies during its start-up meanwhile
+        (a bad setting, say: restarting it would fail the same way)."""
+        failed_before = self._failed_starts
+        deadline = time.monotonic() + timeout_s
+        while not self.ready.is_set():
+            if self._failed_starts > failed_before:
+                raise RuntimeError("the capture worker exited during start-up (its log is above)")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the capture worker was not ready within {timeout_s} s")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.ready.wait(), 0.05)
 
     def shutdown(self, deadline: float) -> None:
         """Tell the worker the wall-clock time by which everything must be stored. Requests still being
@@ -269,7 +263,8 @@ class CaptureLink:
         try:
             await process.wait()
         finally:
-            self._exited.set()
+            if not self.ready.is_set():
+                self._failed_starts += 1
             self._protocol = None
             self.ready.clear()
             protocol.close()
@@ -349,6 +344,11 @@ class CaptureLink:
     @property
     def in_flight(self) -> int:
         return len(self._exchanges)
+
+    @property
+    def worker_pid(self) -> int | None:
+        process = self._process
+        return process.pid if process is not None and process.returncode is None else None
 
     # --- metrics for the worker's /metrics -------------------------------------------------------------
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from aiohttp import web
+from aiohttp import encode_basic_auth, web
 from multidict import CIMultiDict, MultiMapping
+from yarl import URL
 
 HOP_BY_HOP = frozenset(
     {
@@ -72,11 +73,8 @@ def split_credentials(url: str) -> tuple[str, str | None]:
     """`http://user:pw@host/v1` → (`http://host/v1`, `Basic …`). Credentials in a configured upstream URL
     are the operator's way to reach it; sent only as an `Authorization` the request does not already
     carry (aiohttp refuses a request that has both), and never part of a URL we log or store."""
-    from aiohttp import BasicAuth
-    from yarl import URL
-
     parsed = URL(url)
     if parsed.user is None and parsed.password is None:
         return url, None
-    auth = BasicAuth(parsed.user or "", parsed.password or "")
-    return str(parsed.with_user(None).with_password(None)), auth.encode()
+    auth = encode_basic_auth(parsed.user or "", parsed.password or "")
+    return str(parsed.with_user(None).with_password(None)), auth

@@ -111,7 +111,11 @@ async def start_sidecar(settings: Settings, *, wait_for_worker: bool = True) -> 
     sidecar = Sidecar(settings, link, proxy, session, user_runner)
     log.info("serving %s; primary %s", sidecar.user_url, safe_url(settings.primary))
     if wait_for_worker:
-        await link.wait_ready(WORKER_START_TIMEOUT_S)
+        try:
+            await link.wait_ready(WORKER_START_TIMEOUT_S)
+        except BaseException:
+            await sidecar.stop()
+            raise
     return sidecar
 
 
