@@ -163,6 +163,9 @@ async def test_sigterm_with_a_hanging_candidate_and_an_endless_stream_ends_withi
             process.send_signal(signal.SIGTERM)
             output = (await asyncio.wait_for(process.communicate(), drain_s + 10))[0].decode()
             elapsed = time.monotonic() - started
+            print(
+                f"shutdown with a hanging candidate and an endless stream: {elapsed:.2f} s (drain {drain_s} s)"
+            )
             assert await asyncio.wait_for(stream, 5) > 0, "the stream was served until the cut-off"
         assert process.returncode == 0, output
         assert elapsed <= drain_s + 2.0, (
