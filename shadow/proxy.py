@@ -101,10 +101,14 @@ class Proxy:
         timing = RequestTiming()
         after_v1 = path_after_v1(request.path)
         route_label = after_v1 if after_v1 in MIRRORED_ROUTES else "other"
-        if after_v1 is not None:
-            url = join_url(self._primary, after_v1, request.query_string)
+        # The path and query as the client sent them: percent-escapes untouched, never decoded and redone.
+        raw = request.raw_path
+        if after_v1 is not None and raw.startswith("/v1"):
+            url = URL(self._primary.rstrip("/") + raw[3:], encoded=True)
+        elif after_v1 is not None:  # an escaped "/v1" itself (rare): the decoded form is all we can trust
+            url = URL(join_url(self._primary, after_v1, request.query_string))
         else:  # outside the OpenAI base (e.g. a vLLM `/health`): same path on the primary's host
-            url = join_url(self._primary_origin, request.path, request.query_string)
+            url = URL(self._primary_origin + raw, encoded=True)
         exchange = None
         if self.link is not None and request.method == "POST" and route_label != "other":
             exchange = self.link.open(request, after_v1 or "", timing)
@@ -148,7 +152,7 @@ class Proxy:
     async def _forward(
         self,
         request: web.Request,
-        url: str,
+        url: URL,
         headers: CIMultiDict[str],
         body: bytes | AsyncIterator[bytes] | None,
         exchange: Exchange | None,

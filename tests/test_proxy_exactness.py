@@ -13,10 +13,8 @@ from contextlib import asynccontextmanager
 
 from yarl import URL
 
-from shadow.server import Sidecar, start_sidecar
-from shadow.settings import Settings
-from shadow.simulator import SimulatedModel, start_simulator
-from tests.harness import wait_for_metric
+from shadow.server import Sidecar
+from tests.harness import capture_stack, wait_for_metric
 from tests.rawhttp import RawMessage, RawPrimary, build_request, build_response, raw_request
 
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade"}
@@ -34,26 +32,9 @@ def _chat_answer(text: str = "好的。") -> bytes:
 
 @asynccontextmanager
 async def sidecar_before(primary: RawPrimary, tmp_path, **overrides) -> AsyncIterator[Sidecar]:
-    candidate_runner, candidate_url = await start_simulator(SimulatedModel(name="c"))
-    values = {
-        "primary": primary.url + "/v1",
-        "candidate": candidate_url,
-        "db": f"sqlite:///{tmp_path / 'pairs.db'}",
-        "spool_path": str(tmp_path / "pairs.spool"),
-        "listen": "127.0.0.1:0",
-        "admin_listen": "127.0.0.1:0",
-        "sample_rate": 1.0,
-        "secondary_rate": 0.0,
-        "store_flush_interval_s": 0.05,
-        "drain_timeout_s": 5.0,
-        **overrides,
-    }
-    sidecar = await start_sidecar(Settings(**values))
-    try:
-        yield sidecar
-    finally:
-        await sidecar.stop()
-        await candidate_runner.cleanup()
+    """The test harness's stack, with the byte-level primary in front of it."""
+    async with capture_stack(tmp_path, primary=primary.url + "/v1", **overrides) as stack:
+        yield stack.sidecar
 
 
 def _host_port(url: str) -> tuple[str, int]:
@@ -107,6 +88,22 @@ async def test_no_header_added_and_no_compression_negotiated(tmp_path):
             _assert_same_response(direct_out, via_out)
             # The primary sent no Date and no Server: the sidecar adds neither.
             assert "date" not in via_out.names() and "server" not in via_out.names()
+    finally:
+        await primary.stop()
+
+
+async def test_path_and_query_arrive_as_sent(tmp_path):
+    primary = await RawPrimary(_answer).start()
+    try:
+        async with sidecar_before(primary, tmp_path) as sidecar:
+            for path in (
+                "/v1/chat/completions?api-version=2024-10-01&q=a%2Fb%20c&x=%E4%BD%A0",
+                "/v1/models/org%2Fmodel-7b",
+                "/health?probe=1",
+            ):
+                direct_in, via_in, _, via_out = await _both_ways(primary, sidecar, "GET", path, [], b"")
+                assert via_in.start_line == direct_in.start_line == f"GET {path} HTTP/1.1"
+                assert via_out.start_line.startswith("HTTP/1.1 200")
     finally:
         await primary.stop()
 
