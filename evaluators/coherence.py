@@ -1,6 +1,6 @@
 """Long-text coherence from sentence embeddings: does the text stay on its topic, in an order that flows?
 
-A text is split into sentences (`evaluators.text.split_sentences`), every sentence is embedded, and the
+A text is split into sentences (`shadow.core.text.split_sentences`), every sentence is embedded, and the
 similarities are read against the text's own baseline and the encoder's "unrelated" cosine:
 
 - **topic** measures: the best two-segment split of the text, where the centroids of the two segments are
@@ -25,7 +25,7 @@ Version 4.0 reads the measures with a three-class logistic model (original / spl
 rather than spliced", `LOCAL_WEIGHTS` that of "original rather than shuffled", and
 `score = 1 / (1 + exp(-global) + exp(-local))`, the probability that the text is an original: each part
 flags its own failure. Everything is fitted on People's Daily paragraphs that `scripts/validate_evaluators`
-never draws (`evaluators.corpora.coherence_paragraph_pools`). The naive minimum adjacent cosine is kept as
+never draws (`tests.corpora.coherence_paragraph_pools`). The naive minimum adjacent cosine is kept as
 `naive_min_adjacent` for comparison.
 """
 
@@ -52,7 +52,7 @@ from evaluators.coherence_cues import (  # noqa: F401 - re-exported: tests and c
 )
 from evaluators.coherence_heads import CoherenceHeads, default_heads, position_features
 from evaluators.coherence_weights import GLOBAL_BIAS, GLOBAL_WEIGHTS, LOCAL_BIAS, LOCAL_WEIGHTS, NEUTRAL
-from evaluators.text import han_count, language_of, split_sentences
+from shadow.core.text import han_count, language_of, split_sentences
 
 _CUE_NAMES = ("opens_with_connective", "opens_with_anaphor", "ordinals_out_of_order", "unbalanced_quotes",
               "ends_open", "orphan_ordinals", "years_out_of_order", "period_in_clause_run", "opens_with_clause")  # fmt: skip

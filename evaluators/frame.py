@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from evaluators.base import Evaluator
 from evaluators.runner import DEFAULT_CHUNK_SIZE, ScoreRunner, apply_result, batched
-from shadow.pairs import Pair
+from shadow.core.pairs import Pair
 
 if TYPE_CHECKING:
     import pandas as pd

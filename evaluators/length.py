@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from evaluators.base import Evaluator, ScoringContext, TextPair
-from evaluators.text import count_units
+from shadow.core.text import count_units
 
 
 def length_log_ratio(baseline_units: int, candidate_units: int) -> float:

@@ -39,7 +39,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from evaluators.base import Evaluator, ScoringContext
-from evaluators.text import HAN_RE
+from shadow.core.text import HAN_RE
 
 _TOKEN_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]|[^\W_]+|\S")
 _DIGITS_RE = re.compile(r"\d+")

@@ -44,7 +44,7 @@ import ray.data
 
 from evaluators.registry import load_evaluator_class
 from evaluators.runner import DEFAULT_CHUNK_SIZE, ScoreRunner, apply_named_result
-from shadow.pairs import Pair, PairFormatError
+from shadow.core.pairs import Pair, PairFormatError
 
 
 @dataclass(frozen=True)

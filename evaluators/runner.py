@@ -27,8 +27,8 @@ from typing import Any
 
 from evaluators.base import Evaluator, ScoringContext, TextPair
 from evaluators.registry import load_evaluators
-from shadow.pairs import Pair, PairFormatError
-from shadow.records import iter_json_objects
+from shadow.core.pairs import Pair, PairFormatError
+from shadow.core.records import iter_json_objects
 
 DEFAULT_CHUNK_SIZE = 1024
 """Pairs read, scored and written at once: large enough for full encoder batches after length sorting,

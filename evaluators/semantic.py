@@ -3,7 +3,7 @@
 Encoders see a few hundred tokens and averaging encoders blur a long text into its topic, so answers are
 compared chunk by chunk, BERTScore-style:
 
-1. Split each text into sentences (`evaluators.text.split_sentences`) and pack consecutive sentences into
+1. Split each text into sentences (`shadow.core.text.split_sentences`) and pack consecutive sentences into
    chunks of at most `chunk_tokens` estimated tokens (Han characters 1 each, other words 1.3 each). A
    sentence over the budget (a long code block) is cut at unit boundaries.
 2. Embed the chunks of every text of the batch in one `encoder.encode` call: identical chunks once, the
@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from evaluators.base import Evaluator, ScoringContext, TextEncoder, TextPair
-from evaluators.text import HAN_RE, sentence_spans
+from shadow.core.text import HAN_RE, sentence_spans
 
 # One estimated token: a Han character, or a word of another script (letters and digits).
 _UNIT_RE = re.compile(rf"{HAN_RE.pattern}|[^\W_]+")

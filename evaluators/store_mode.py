@@ -26,7 +26,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.sql.elements import ColumnElement
 
 from evaluators.runner import DEFAULT_CHUNK_SIZE, ScoreRunner, apply_named_result
-from shadow.pairs import Pair
+from shadow.core.pairs import Pair
 from shadow.store.database import describe_error, insert_ignoring_duplicates
 from shadow.store.models import pairs_table, row_to_pair, scores_table
 

@@ -1,7 +1,9 @@
 """Alembic environment for the pair store.
 
 Run through `shadow.store.database` (`upgrade`, `downgrade`, `check`), which hands over an open connection
-in `config.attributes["connection"]`; there is no alembic.ini and no URL in it. The connection is the one
+in `config.attributes["connection"]` and the models' metadata in `config.attributes["target_metadata"]`;
+there is no alembic.ini and no URL in it. Taking the metadata from the caller keeps the dependency one way:
+the store uses its migrations, the migrations never import the store. The connection is the one
 holding the PostgreSQL advisory lock, which is what makes concurrent upgrades safe.
 """
 
@@ -10,13 +12,11 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from shadow.store.models import Base
-
 
 def _configure(connection: Connection) -> None:
     context.configure(
         connection=connection,
-        target_metadata=Base.metadata,
+        target_metadata=context.config.attributes.get("target_metadata"),
         compare_type=True,
         # SQLite cannot ALTER most things; batch mode rebuilds the table instead.
         render_as_batch=connection.dialect.name == "sqlite",
@@ -29,7 +29,10 @@ def run_migrations_offline() -> None:
     if not url:
         raise RuntimeError("offline migrations need the sqlalchemy.url option set to the target database URL")
     context.configure(
-        url=url, target_metadata=Base.metadata, literal_binds=True, render_as_batch=url.startswith("sqlite")
+        url=url,
+        target_metadata=context.config.attributes.get("target_metadata"),
+        literal_binds=True,
+        render_as_batch=url.startswith("sqlite"),
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from evaluators.text import sentence_spans
 from reports.export_table import scores_frame
+from shadow.core.text import sentence_spans
 
 SCHEMA = "shadow-report/1"
 TABLE_CAP = 1000

@@ -20,8 +20,8 @@ from typing import Any
 
 from reports.build import TABLE_CAP, ReportOptions, build_report
 from reports.render import render_report
-from shadow.pairs import PairFormatError
-from shadow.records import iter_json_objects
+from shadow.core.pairs import PairFormatError
+from shadow.core.records import iter_json_objects
 
 
 class ReportError(Exception):

@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from evaluators.text import count_units, language_of
+from shadow.core.text import count_units, language_of
 
 SIDES = ("baseline", "candidate", "secondary")
 SCORED_SIDES = ("baseline", "candidate", "secondary")

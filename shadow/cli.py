@@ -1,6 +1,6 @@
 """The `shadow` command: one entry point, one subcommand per step of the loop.
 
-    serve     mirror live traffic and capture pairs         -> shadow.server
+    serve     mirror live traffic and capture pairs         -> shadow.sidecar.server
     db        upgrade / downgrade / check the store schema  -> shadow.store.database
     import    load a pairs JSONL file into the store        -> shadow.store.jsonl
     export    write the store's pairs (or scores) to a file -> shadow.store.jsonl / reports.export_table
@@ -24,9 +24,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from shadow.cli_settings import add_settings_flags, settings_from
-from shadow.errors import UserError
-from shadow.logs import configure_logging
-from shadow.settings import SettingsError, admin_token_required, default_of
+from shadow.core.errors import UserError
+from shadow.core.logs import configure_logging
+from shadow.core.settings import SettingsError, admin_token_required, default_of
 
 EXIT_USAGE = 2
 
@@ -35,7 +35,7 @@ EXIT_USAGE = 2
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from shadow.server import serve_forever
+    from shadow.sidecar.server import serve_forever
 
     settings = settings_from(args)
     if not settings.primary:
@@ -75,8 +75,8 @@ def cmd_db(args: argparse.Namespace) -> int:
         database.check(settings.db)
         print("models and migrations agree")
     elif args.db_command == "prune":
+        from shadow.core.pairs import utc_now
         from shadow.gate.command import parse_duration
-        from shadow.pairs import utc_now
         from shadow.store.retention import count_older, prune_pairs
 
         try:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import MISSING, fields
 from typing import get_type_hints
 
-from shadow.settings import Settings, load_settings
+from shadow.core.settings import Settings, load_settings
 
 
 def add_settings_flags(parser: argparse.ArgumentParser, names: Sequence[str] | None = None) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import MISSING, fields
 
-from shadow.settings import Settings
+from shadow.core.settings import Settings
 
 
 def markdown_rows() -> list[str]:

@@ -26,14 +26,14 @@ from pathlib import Path
 import aiohttp
 
 from shadow.cli_settings import add_settings_flags, settings_from
-from shadow.errors import UserError
-from shadow.http_headers import join_url
-from shadow.mirror import candidate_request_body
-from shadow.pairs import Pair, PairFormatError, dumps, new_pair_id, utc_now
-from shadow.records import iter_json_objects
-from shadow.routes import MIRRORED_ROUTES
-from shadow.settings import Settings
-from shadow.upstream import call_and_capture
+from shadow.core.errors import UserError
+from shadow.core.pairs import Pair, PairFormatError, dumps, new_pair_id, utc_now
+from shadow.core.records import iter_json_objects
+from shadow.core.settings import Settings
+from shadow.sidecar.http_headers import join_url
+from shadow.sidecar.mirror import candidate_request_body
+from shadow.sidecar.routes import MIRRORED_ROUTES
+from shadow.sidecar.upstream import call_and_capture
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from evaluators.runner import (
     ScoreRunner,
     score_lines,
 )
-from shadow.pairs import PairFormatError
+from shadow.core.pairs import PairFormatError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 

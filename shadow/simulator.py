@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from shadow.pairs import prompt_of
+from shadow.core.pairs import prompt_of
 
 BEHAVIOURS = ("normal", "loop", "verbose", "hang", "error500", "garbage", "drop_midstream", "slow")
 

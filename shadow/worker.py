@@ -2,7 +2,7 @@
 must never wait for — the mirror decision, candidate and secondary calls, decoding, redaction, storage, the
 admin listener (health, metrics) and the gate API.
 
-It reads frames from the serving process (`shadow.channel`), rebuilds each exchange, and hands finished
+It reads frames from the serving process (`shadow.sidecar.channel`), rebuilds each exchange, and hands finished
 ones to the mirror. It ignores SIGINT and SIGTERM: the serving process says when to stop (a SHUTDOWN
 frame with a deadline, then the end of the channel), so the order "users first, then mirrors, then the
 store" holds whoever got the signal.
@@ -29,17 +29,17 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from shadow.admin import create_admin_app
-from shadow.capture import decode_body
-from shadow.channel import FrameProtocol, Kind, json_payload, split_request_payload
-from shadow.logs import configure_logging, safe_url
-from shadow.metrics import SidecarMetrics
-from shadow.mirror import Mirror, MirrorJob, PrimaryOutcome
-from shadow.pairs import SideOutput
-from shadow.settings import Settings, admin_token_required, coerce_values, split_host_port
+from shadow.core.logs import configure_logging, safe_url
+from shadow.core.pairs import SideOutput
+from shadow.core.settings import Settings, admin_token_required, coerce_values, split_host_port
+from shadow.sidecar.admin import create_admin_app
+from shadow.sidecar.capture import decode_body
+from shadow.sidecar.channel import FrameProtocol, Kind, json_payload, split_request_payload
+from shadow.sidecar.metrics import SidecarMetrics
+from shadow.sidecar.mirror import Mirror, MirrorJob, PrimaryOutcome
+from shadow.sidecar.upstream import ResponseRecorder
 from shadow.store.database import make_engine, redact_url
 from shadow.store.writer import PairWriter
-from shadow.upstream import ResponseRecorder
 
 log = logging.getLogger("shadow.worker")
 

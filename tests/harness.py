@@ -14,9 +14,9 @@ import aiohttp
 from aiohttp import web
 from sqlalchemy import Engine, select
 
-from shadow.pairs import Pair
-from shadow.server import Sidecar, start_sidecar
-from shadow.settings import Settings
+from shadow.core.pairs import Pair
+from shadow.core.settings import Settings
+from shadow.sidecar.server import Sidecar, start_sidecar
 from shadow.simulator import STATE, SimulatedModel, SimulatorState, start_simulator
 from shadow.store.database import count_pairs, make_engine
 from shadow.store.models import pairs_table, row_to_pair

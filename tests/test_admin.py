@@ -6,7 +6,7 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from shadow.settings import Settings, SettingsError, admin_token_required
+from shadow.core.settings import Settings, SettingsError, admin_token_required
 from tests.harness import capture_stack
 
 

@@ -17,13 +17,15 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
-from shadow.admin import bearer_matches, create_admin_app
+from shadow.core.auth import bearer_matches
+from shadow.core.labels import OTHER, ExperimentLabels
+from shadow.core.logs import LEVELS, ScrubbingFilter, configure_logging, safe_url, scrub
+from shadow.core.settings import Settings, SettingsError
 from shadow.gate import load_policy
 from shadow.gate.http import add_gate_routes, parse_window, read_webhook
-from shadow.gate.simulate import build_pool, simulate_records
-from shadow.logs import LEVELS, ScrubbingFilter, configure_logging, safe_url, scrub
-from shadow.metrics import OTHER, ExperimentLabels, SidecarMetrics
-from shadow.settings import Settings, SettingsError
+from shadow.sidecar.admin import create_admin_app
+from shadow.sidecar.metrics import SidecarMetrics
+from tests.gate_simulation import build_pool, simulate_records
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -520,7 +522,7 @@ def test_scrub_and_safe_url() -> None:
 
 def test_logs_import_nothing_heavy() -> None:
     code = (
-        "import sys, logging; before = set(logging.getLogger().handlers); import shadow.logs; "
+        "import sys, logging; before = set(logging.getLogger().handlers); import shadow.core.logs; "
         "assert not {'aiohttp', 'prometheus_client', 'sqlalchemy'} & set(sys.modules), sys.modules.keys(); "
         "assert set(logging.getLogger().handlers) == before"
     )

@@ -1,6 +1,6 @@
 import pytest
 
-from shadow.breaker import BreakerState, CircuitBreaker
+from shadow.sidecar.breaker import BreakerState, CircuitBreaker
 
 
 class FakeClock:

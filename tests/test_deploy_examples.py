@@ -7,7 +7,7 @@ import re
 from dataclasses import fields
 from pathlib import Path
 
-from shadow.settings import ENV_PREFIX, Settings
+from shadow.core.settings import ENV_PREFIX, Settings
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 

@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 import torch
 
-from evaluators import corpora
 from evaluators.encoder import SentenceEncoder, load_encoder, resolve_device
 from evaluators.encoder_build import STAMP_FILE, ensure_built, is_current
+from tests import corpora
 
 REPO = Path(__file__).resolve().parent.parent
 STDLIB_MODULES = [

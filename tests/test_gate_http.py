@@ -11,12 +11,12 @@ import pytest
 import yaml
 from aiohttp import web
 
-from shadow.admin import create_admin_app
+from shadow.core.settings import Settings, admin_token_required
 from shadow.gate import load_policy
 from shadow.gate.http import add_gate_routes
-from shadow.gate.simulate import build_pool, simulate_records
-from shadow.metrics import SidecarMetrics
-from shadow.settings import Settings, admin_token_required
+from shadow.sidecar.admin import create_admin_app
+from shadow.sidecar.metrics import SidecarMetrics
+from tests.gate_simulation import build_pool, simulate_records
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 TOKEN = "s3cret-token"

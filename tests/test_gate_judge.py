@@ -11,7 +11,7 @@ import pytest
 from shadow.gate import evaluate_gate, load_policy
 from shadow.gate.command import add_arguments, run
 from shadow.gate.policy import PolicyError
-from shadow.gate.simulate import build_pool, simulate_records
+from tests.gate_simulation import build_pool, simulate_records
 
 CHECK_KEYS = {
     "name",

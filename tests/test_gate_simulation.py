@@ -1,4 +1,4 @@
-"""Acceptance on simulated experiments with known truth (shadow/gate/simulate.py).
+"""Acceptance on simulated experiments with known truth (tests/gate_simulation.py).
 
 `scripts/bench_gate` runs 200 seeds per scenario and finds the smallest sample sizes; these tests rerun
 each scenario at that documented size with fewer seeds (and a smaller text pool), with looser bounds that
@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from shadow.gate import evaluate_gate
-from shadow.gate.simulate import build_pool, simulate_records
+from tests.gate_simulation import build_pool, simulate_records
 
 # Smallest sizes (pairs) at which scripts/bench_gate saw >= 95 % right verdicts over 200 seeds.
 DOCUMENTED_SIZES = {

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from shadow import pairs
-from shadow.pairs import Pair, SideOutput
+from shadow.core import pairs
+from shadow.core.pairs import Pair, SideOutput
 from shadow.store import StoreError, export_pairs, import_pairs, make_engine, upgrade
 
 

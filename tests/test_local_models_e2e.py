@@ -17,10 +17,10 @@ import openai
 import pytest
 
 from evaluators.runner import ScoreRunner, score_lines
+from shadow.core.pairs import dumps
+from shadow.core.settings import Settings
 from shadow.gate import evaluate_gate, load_policy
-from shadow.pairs import dumps
-from shadow.server import start_sidecar
-from shadow.settings import Settings
+from shadow.sidecar.server import start_sidecar
 from tests.harness import read_pairs
 from tests.net import free_port
 

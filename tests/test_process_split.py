@@ -8,13 +8,13 @@ import subprocess
 import sys
 
 FORBIDDEN = (
-    "shadow.mirror",
-    "shadow.capture",
-    "shadow.redact",
-    "shadow.storable",
+    "shadow.sidecar.mirror",
+    "shadow.sidecar.capture",
+    "shadow.sidecar.redact",
+    "shadow.core.storable",
     "shadow.store",
     "shadow.gate",
-    "shadow.admin",
+    "shadow.sidecar.admin",
     "shadow.worker",
     "sqlalchemy",
     "prometheus_client",
@@ -27,14 +27,14 @@ def test_serving_process_loads_no_capture_store_or_gate_code():
     code = (
         "import json, sys\n"
         "from shadow.cli import cmd_serve\n"  # what `shadow serve` runs, before the loop starts
-        "import shadow.server\n"
-        "from shadow.settings import Settings, admin_token_required\n"
+        "import shadow.sidecar.server\n"
+        "from shadow.core.settings import Settings, admin_token_required\n"
         "admin_token_required(Settings())\n"
         "print(json.dumps(sorted(sys.modules)))\n"
     )
     loaded = json.loads(
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     )
-    assert "shadow.proxy" in loaded and "shadow.capture_link" in loaded
+    assert "shadow.sidecar.proxy" in loaded and "shadow.sidecar.capture_link" in loaded
     offending = [m for m in loaded if any(m == f or m.startswith(f + ".") for f in FORBIDDEN)]
     assert offending == []

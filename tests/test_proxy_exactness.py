@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 
 from yarl import URL
 
-from shadow.server import Sidecar
+from shadow.sidecar.server import Sidecar
 from tests.harness import capture_stack, wait_for_metric
 from tests.rawhttp import RawMessage, RawPrimary, build_request, build_response, raw_request
 

@@ -20,7 +20,7 @@ from sqlalchemy import select  # noqa: E402
 from evaluators.runner import ScoreRunner, score_lines  # noqa: E402
 from evaluators.store_mode import score_pending  # noqa: E402
 from shadow import score_command  # noqa: E402
-from shadow.pairs import Pair  # noqa: E402
+from shadow.core.pairs import Pair  # noqa: E402
 from shadow.store.database import insert_pairs, make_engine, upgrade  # noqa: E402
 from shadow.store.models import scores_table  # noqa: E402
 from tests.test_runner import EN, ZH, ZH_LOOP, pair  # noqa: E402

@@ -2,7 +2,7 @@ from datetime import date
 
 import pytest
 
-from shadow.redact import KINDS, Redactor, cn_id_check_char, is_valid_cn_id, luhn_ok
+from shadow.sidecar.redact import KINDS, Redactor, cn_id_check_char, is_valid_cn_id, luhn_ok
 
 ALL = Redactor(KINDS)
 

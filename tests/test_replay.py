@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from shadow.pairs import Pair, SideOutput, dumps
+from shadow.core.pairs import Pair, SideOutput, dumps
+from shadow.core.settings import Settings
 from shadow.replay import ReplayError, already_replayed, replay, run
-from shadow.settings import Settings
 from shadow.simulator import STATE, SimulatedModel, start_simulator
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from shadow.cli import main
-from shadow.pairs import Pair, SideOutput, utc_now
+from shadow.core.pairs import Pair, SideOutput, utc_now
 from shadow.store.database import count_pairs, insert_pairs, make_engine, store_scores, upgrade
 
 

@@ -19,7 +19,7 @@ from evaluators.base import Evaluator, ScoringContext, TextPair
 from evaluators.registry import EVALUATORS, UnknownEvaluatorError, load_evaluators, parse_names
 from evaluators.runner import EvaluatorFailedError, ScoreRunner, score_lines
 from shadow import score_command
-from shadow.pairs import PairFormatError
+from shadow.core.pairs import PairFormatError
 
 ROOT = Path(__file__).resolve().parent.parent
 

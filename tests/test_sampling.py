@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from multidict import CIMultiDict
 
-from shadow.sampling import (
+from shadow.sidecar.sampling import (
     StickySampler,
     bucket_of,
     forced_decision,
@@ -104,7 +104,7 @@ def test_bucket_pins_known_values():
 
 def test_bucket_is_the_same_in_another_process_with_another_hash_seed():
     keys = ["alice", "bob", "张三", "10.0.0.1"]
-    code = f"from shadow.sampling import bucket_of; print([bucket_of(k) for k in {keys!r}])"
+    code = f"from shadow.sidecar.sampling import bucket_of; print([bucket_of(k) for k in {keys!r}])"
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     result = subprocess.run(
         [sys.executable, "-c", code],

@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import select, text
 
 from evaluators.store_mode import _page, _pending_filter
-from shadow.server import start_sidecar
-from shadow.settings import Settings
+from shadow.core.settings import Settings
+from shadow.sidecar.server import start_sidecar
 from shadow.simulator import SimulatedModel, start_simulator
 from shadow.store.database import make_engine, upgrade
 from shadow.store.models import pairs_table

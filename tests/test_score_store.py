@@ -17,7 +17,7 @@ from sqlalchemy import Engine, select
 
 from evaluators.runner import ScoreRunner, score_lines
 from evaluators.store_mode import count_unscored, load_scored_pairs, score_pending
-from shadow.pairs import Pair
+from shadow.core.pairs import Pair
 from shadow.store.database import insert_pairs, make_engine, upgrade
 from shadow.store.models import scores_table
 from tests.test_runner import EN, ZH, ZH_LOOP, CharRatio, RepeatedSentence, pair, run_cli

@@ -13,8 +13,8 @@ from types import ModuleType
 
 import pytest
 
-from evaluators import corpora
-from evaluators.corpora import HtmlParagraph, align_parallel_paragraphs, parse_docbook_paragraphs
+from tests import corpora
+from tests.corpora import HtmlParagraph, align_parallel_paragraphs, parse_docbook_paragraphs
 
 ZH_PAGE = """
 <h2 class="title"><a id="_intro"></a>1. 简介</h2>

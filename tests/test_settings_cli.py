@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from shadow.cli import build_parser, main, settings_from
-from shadow.settings import Settings, SettingsError, load_settings
+from shadow.core.settings import Settings, SettingsError, load_settings
 
 
 @pytest.fixture(autouse=True)
@@ -120,7 +120,7 @@ def test_errors_are_one_sentence_with_exit_code_2(tmp_path, capsys):
 
 
 def test_export_and_import_round_trip_through_the_cli(tmp_path, capsys):
-    from shadow.pairs import Pair, SideOutput, dumps
+    from shadow.core.pairs import Pair, SideOutput, dumps
 
     source = tmp_path / "in.jsonl"
     pair = Pair(

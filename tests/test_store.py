@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, delete, select, text
 
-from shadow.pairs import Pair, SideOutput
-from shadow.settings import Settings
+from shadow.core.pairs import Pair, SideOutput
+from shadow.core.settings import Settings
 from shadow.store import PairWriter, make_engine, pair_to_row, row_to_pair, upgrade
 from shadow.store.database import count_pairs, scored_pair_ids, store_scores
 from shadow.store.models import pairs_table, scores_table

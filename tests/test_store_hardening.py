@@ -18,10 +18,10 @@ import pytest
 from sqlalchemy import Engine, select, text
 
 from evaluators.store_mode import load_scored_pairs
-from shadow import pairs as pairs_module
-from shadow.pairs import Pair, SideOutput
-from shadow.settings import Settings
-from shadow.storable import make_storable, storable_json, storable_text
+from shadow.core import pairs as pairs_module
+from shadow.core.pairs import Pair, SideOutput
+from shadow.core.settings import Settings
+from shadow.core.storable import make_storable, storable_json, storable_text
 from shadow.store import (
     PairWriter,
     batch_write,

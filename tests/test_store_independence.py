@@ -11,8 +11,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from shadow.server import start_sidecar
-from shadow.settings import Settings
+from shadow.core.settings import Settings
+from shadow.sidecar.server import start_sidecar
 from shadow.simulator import SimulatedModel, start_simulator
 from shadow.store.database import make_engine
 from tests.harness import capture_stack, read_pairs

@@ -1,8 +1,8 @@
-"""Sentence splitting, length units and language detection (evaluators/text.py)."""
+"""Sentence splitting, length units and language detection (shadow/core/text.py)."""
 
 import re
 
-from evaluators.text import count_units, han_ratio, language_of, split_sentences
+from shadow.core.text import count_units, han_ratio, language_of, split_sentences
 
 
 def _compact(text: str) -> str:

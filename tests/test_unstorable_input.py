@@ -10,7 +10,7 @@ import sys
 
 from yarl import URL
 
-from shadow.pairs import loads
+from shadow.core.pairs import loads
 from tests.harness import capture_stack
 from tests.rawhttp import RawMessage, RawPrimary, build_request, build_response, raw_request
 

@@ -16,11 +16,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from shadow.core.pairs import PairFormatError
+from shadow.core.records import iter_json_objects
 from shadow.gate.judge import evaluate_gate
 from shadow.gate.policy import PolicyError, load_policy
 from shadow.gate.render import render_table
-from shadow.pairs import PairFormatError
-from shadow.records import iter_json_objects
 
 EXIT_CODES = {"pass": 0, "fail": 1, "inconclusive": 2}
 EXIT_ERROR = 3

@@ -9,7 +9,7 @@
 - Both need `Authorization: Bearer <admin token>` when `require_token` (the admin listener is not on
   loopback). Gauges: `shadow_gate_score`, `shadow_gate_verdict` (1 for the current verdict),
   `shadow_gate_pairs`, `shadow_gate_last_run_timestamp_seconds`, all labelled by experiment: the
-  configured experiment and a bounded set of others (`shadow.metrics.ExperimentLabels`), the rest "other".
+  configured experiment and a bounded set of others (`shadow.sidecar.metrics.ExperimentLabels`), the rest "other".
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ from typing import Any
 import prometheus_client
 from aiohttp import web
 
-from shadow.admin import bearer_matches
+from shadow.core.auth import bearer_matches
+from shadow.core.labels import ExperimentLabels
 from shadow.gate.command import parse_duration, parse_segments
 from shadow.gate.judge import evaluate_gate
 from shadow.gate.policy import GatePolicy
-from shadow.metrics import ExperimentLabels
 
 RecordLoader = Callable[[str], Awaitable[Iterable[dict[str, Any]]] | Iterable[dict[str, Any]]]
 VERDICTS = ("pass", "fail", "inconclusive")

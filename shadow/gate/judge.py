@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from evaluators.text import language_of
+from shadow.core.text import language_of
 from shadow.gate.checks import ERROR, FAIL, NODATA, PASS, collect, run_checks
 from shadow.gate.policy import GatePolicy
 

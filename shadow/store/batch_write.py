@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, select
 
-from shadow.pairs import Pair, utc_now
+from shadow.core.pairs import Pair, utc_now
 from shadow.store.background import Throttle
 from shadow.store.database import (
     StoreError,

@@ -29,7 +29,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from shadow.pairs import Pair, utc_now
+from shadow.core.pairs import Pair, utc_now
 from shadow.store.models import pair_to_row, pairs_table, scores_table
 
 if TYPE_CHECKING:
@@ -222,11 +222,13 @@ def alembic_config(connection: Connection | None = None) -> Config:
     from alembic.config import Config
 
     import migrations
+    from shadow.store.models import Base
 
     # Alembic prints command results ("No new upgrade operations detected"); library code stays quiet.
     config = Config(stdout=io.StringIO())
     config.set_main_option("script_location", str(Path(migrations.__file__).parent))
     config.set_main_option("path_separator", "os")
+    config.attributes["target_metadata"] = Base.metadata  # for `check` (autogenerate compares against it)
     if connection is not None:
         config.attributes["connection"] = connection
     return config

@@ -1,4 +1,4 @@
-"""JSONL export and import of stored pairs, in the interchange format of `shadow.pairs`.
+"""JSONL export and import of stored pairs, in the interchange format of `shadow.core.pairs`.
 
 Both directions stream: export reads the table in chunks ordered by id, import inserts in batches, so
 memory stays flat whatever the file size. Exporting, importing into an empty store and exporting again
@@ -21,9 +21,9 @@ from typing import IO, Any, BinaryIO, TextIO
 from sqlalchemy import Engine, Float, Integer, String, select
 from sqlalchemy.exc import DBAPIError, StatementError
 
-from shadow import pairs
-from shadow.pairs import Pair, PairFormatError
-from shadow.storable import make_storable
+from shadow.core import pairs
+from shadow.core.pairs import Pair, PairFormatError
+from shadow.core.storable import make_storable
 from shadow.store.database import (
     StoreError,
     describe_error,

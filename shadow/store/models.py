@@ -1,6 +1,6 @@
 """The stored shape of a pair and of its scores, and the conversion between a `Pair` and a table row.
 
-Columns mirror the JSONL fields one to one (`shadow.pairs`), so a row converts to the same JSONL line it
+Columns mirror the JSONL fields one to one (`shadow.core.pairs`), so a row converts to the same JSONL line it
 came from. The migrations in `migrations/versions/` must describe exactly these tables: `check()` in
 `shadow.store.database` fails when they drift apart.
 """
@@ -27,8 +27,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from shadow.pairs import SIDE_FIELDS, SIDES, Pair, SideOutput
-from shadow.storable import make_storable
+from shadow.core.pairs import SIDE_FIELDS, SIDES, Pair, SideOutput
+from shadow.core.storable import make_storable
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",

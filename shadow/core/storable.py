@@ -16,7 +16,7 @@ import math
 import re
 from typing import Any
 
-from shadow.pairs import SIDES, Pair
+from shadow.core.pairs import SIDES, Pair
 
 REPLACEMENT = "\ufffd"
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import aiohttp
 
-from shadow.capture import CapturedOutput, parse_output
-from shadow.logs import scrub
-from shadow.pairs import SideOutput, utc_now
+from shadow.core.logs import scrub
+from shadow.core.pairs import SideOutput, utc_now
+from shadow.sidecar.capture import CapturedOutput, parse_output
 
 CAPTURE_LIMIT_BYTES = 4 * 1024 * 1024
 """Default bound on the copy kept of one answer (`Settings.capture_max_bytes`); the user still gets it all."""

@@ -22,8 +22,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from shadow.channel import FrameProtocol, Kind, json_payload, request_payload
-from shadow.settings import Settings
+from shadow.core.settings import Settings
+from shadow.sidecar.channel import FrameProtocol, Kind, json_payload, request_payload
 
 log = logging.getLogger(__name__)
 

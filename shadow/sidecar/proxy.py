@@ -7,7 +7,7 @@ direction; no header of ours added. Only a failure before the primary's first by
 a 502 in OpenAI's error shape.
 
 For a request that may be mirrored, a bounded copy of the request and of the answer goes to the capture
-worker over a local channel (`shadow.capture_link`), after each chunk has been handed to the user. Nothing
+worker over a local channel (`shadow.sidecar.capture_link`), after each chunk has been handed to the user. Nothing
 is parsed here: the worker decides whether the exchange is sampled and does everything else.
 """
 
@@ -22,17 +22,17 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict
 from yarl import URL
 
-from shadow.capture_link import CaptureLink, Exchange, RequestTiming
-from shadow.http_headers import (
+from shadow.core.logs import scrub
+from shadow.core.settings import Settings
+from shadow.sidecar.capture_link import CaptureLink, Exchange, RequestTiming
+from shadow.sidecar.http_headers import (
     forward_request_headers,
     forward_response_headers,
     join_url,
     openai_error,
     split_credentials,
 )
-from shadow.logs import scrub
-from shadow.routes import MIRRORED_ROUTES, path_after_v1
-from shadow.settings import Settings
+from shadow.sidecar.routes import MIRRORED_ROUTES, path_after_v1
 
 log = logging.getLogger(__name__)
 

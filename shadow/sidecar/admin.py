@@ -3,7 +3,6 @@ operators can firewall it separately."""
 
 from __future__ import annotations
 
-import hmac
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -11,30 +10,15 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from shadow.metrics import SidecarMetrics
-from shadow.settings import Settings, admin_token_required
+from shadow.core.auth import bearer_matches
+from shadow.core.settings import Settings, admin_token_required
+from shadow.sidecar.metrics import SidecarMetrics
 
 log = logging.getLogger(__name__)
 
 ADMIN_MAX_BODY_BYTES = 64 * 1024
 UNAUTHENTICATED_PATHS = frozenset({"/healthz"})
 """Kubelet probes carry no token; everything else on a non-loopback admin listener needs one."""
-
-
-def bearer_matches(header: str, token: str) -> bool:
-    """Whether an Authorization header value is `Bearer <token>`, compared in constant time.
-
-    Header values are untrusted text: non-ASCII, or bytes that were not UTF-8 (aiohttp hands those over
-    as surrogate escapes), are simply not the token. The scheme is case-insensitive (RFC 9110).
-    """
-    scheme, _, credentials = header.strip().partition(" ")
-    try:
-        given = credentials.strip().encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:  # a lone surrogate that no bytes decode to
-        return False
-    # Compare the token even when the scheme is wrong, so that the time taken says nothing about either.
-    matches = hmac.compare_digest(given, token.encode("utf-8"))
-    return matches and scheme.lower() == "bearer" and bool(token)
 
 
 def bearer_token_middleware(token: str) -> Callable[..., Awaitable[web.StreamResponse]]:

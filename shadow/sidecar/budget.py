@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
-from shadow.settings import Settings
+from shadow.core.settings import Settings
 
 Clock = Callable[[], float]
 WallClock = Callable[[], datetime]

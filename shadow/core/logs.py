@@ -18,7 +18,7 @@ import sys
 from typing import TextIO
 from urllib.parse import urlsplit
 
-from shadow.settings import SettingsError
+from shadow.core.settings import SettingsError
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

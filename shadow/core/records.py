@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from shadow.pairs import PairFormatError
+from shadow.core.pairs import PairFormatError
 
 
 def iter_json_objects(
