@@ -1,5 +1,39 @@
-"""The one exception type the CLI prints as a sentence (exit code 2) instead of a traceback."""
+"""The error boundary's vocabulary: what a user can fix, and the documented exit codes of every command.
+
+Every error a user can fix derives from `UserError`; `shadow.cli.main` is the one place that turns it into
+one line on stderr and `ExitCode.COULD_NOT_RUN`. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Exit codes of `shadow <command>` (README, "Exit codes").
+
+    The gate's verdicts own 0-2 so that CI can tell "the candidate failed" from "the gate could not run"
+    and from a mistyped flag.
+    """
+
+    OK = 0
+    """Done; for `shadow gate`, the candidate passed."""
+    FAIL = 1
+    """`shadow gate`: the candidate failed."""
+    INCONCLUSIVE = 2
+    """`shadow gate`: not enough evidence either way (or a marginal score: a person should look)."""
+    COULD_NOT_RUN = 3
+    """A file, setting, policy or database the user must fix; stderr names it in one line."""
+    USAGE = 4
+    """A bad command line (unknown flag, missing argument, a value of the wrong form)."""
+    INTERRUPTED = 130
+    """Ctrl-C."""
 
 
 class UserError(Exception):
-    """Something the user can fix: a bad flag, a missing file, a malformed line."""
+    """Something the user can fix: a bad flag value, a missing file, a malformed line, an unreachable
+    database. The message is one sentence that names what to change."""
+
+
+class UsageError(UserError):
+    """A command line that does not make sense (exit `ExitCode.USAGE`, like argparse's own errors)."""
