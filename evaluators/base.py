@@ -1,15 +1,19 @@
-"""The one interface every evaluator implements, and the registry that lists them.
+"""The one interface every evaluator implements, and the declaration of what it outputs.
 
 An evaluator scores a batch of texts or text pairs and returns one JSON-ready dict per item. Metadata
 (name, version, direction) are attributes, not code paths, so the runner, the store and the gate can treat
-all evaluators alike. Adding an evaluator means one new module plus one line in `evaluators/registry.py`.
+all evaluators alike. Each evaluator declares its outputs once (`Output`): where a number sits in its
+result, which way is worse, whether the primary's own reruns give it a noise floor, and how the gate judges
+it by default. The gate's checks, the export's columns and the report's panels and colours are built from
+those declarations (`evaluators.metrics`). Adding an evaluator is one new module plus one line in
+`evaluators/registry.py`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 import numpy as np
 
@@ -42,6 +46,60 @@ class ScoringContext:
     batch_size: int = 64
 
 
+@dataclass(frozen=True, slots=True)
+class GateCheck:
+    """How the gate judges an output unless the policy file says otherwise (`shadow.gate.policy`).
+
+    `tolerance` is in the units of the check's effect size: for a rate, the candidate's rate minus the
+    reference's; for a number, the Vargha-Delaney A - 1/2 (the probability that the candidate is worse,
+    minus a half). `absolute_threshold` (a median, or a rate) judges a noise-floor output when there are
+    too few secondaries for a floor.
+    """
+
+    name: str
+    critical: bool = False
+    required: bool = True
+    weight: float = 1.0
+    tolerance: float = 0.0
+    absolute_threshold: float | None = None
+    min_pairs: int | None = None
+
+
+OutputKind = Literal["value", "flag", "count", "span"]
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """One output of an evaluator, declared once.
+
+    - `key`: where it sits in the result object (for per-text evaluators, in each side's object).
+    - `kind`: "value" (a number), "flag" (a bool), "count" (a list: its length; "has one" as a flag),
+      "span" (a [start, end] pair of character offsets).
+    - `worse`: "higher" or "lower" is worse, or None when neither direction is (the units of a text).
+    - `magnitude`: compare |value| (a length ratio is a change whichever way it goes).
+    - `noise_floor`: pairwise outputs only: the evaluator also scores the primary against its own rerun
+      (the secondary), so the candidate is judged against the primary's own noise.
+    - `applicable`: per-text outputs only: a flag key that must be true on every compared side.
+    - `event` / `population`: words for reasons ("loops" in "answers").
+    - `check`: the gate's default check, or None for an output that is only exported.
+    - `severity`: the report's (warn, bad) gap against the reference; `badness`: its weight in the order
+      of the worst-pairs table.
+    """
+
+    key: str
+    label: str
+    kind: OutputKind = "value"
+    worse: Literal["higher", "lower"] | None = "higher"
+    magnitude: bool = False
+    noise_floor: bool = False
+    applicable: str | None = None
+    event: str = ""
+    population: str = "answers"
+    check: GateCheck | None = None
+    severity: tuple[float, float] | None = None
+    badness: float = 0.0
+
+
 class Evaluator:
     """Base class. Subclasses set the class attributes and implement `score_pairs`.
 
@@ -56,6 +114,8 @@ class Evaluator:
     primary_metric: ClassVar[str]
     pairwise: ClassVar[bool] = True
     needs_encoder: ClassVar[bool] = False
+    outputs: ClassVar[tuple[Output, ...]] = ()
+    """What the result objects carry that readers use; see `Output`."""
 
     def score_pairs(self, pairs: Sequence[TextPair], context: ScoringContext) -> list[dict[str, Any]]:
         """Pairwise evaluators: one result dict per pair."""

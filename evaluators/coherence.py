@@ -27,6 +27,10 @@ rather than spliced", `LOCAL_WEIGHTS` that of "original rather than shuffled", a
 flags its own failure. Everything is fitted on People's Daily paragraphs that `scripts/validate_evaluators`
 never draws (`tests.corpora.coherence_paragraph_pools`). The naive minimum adjacent cosine is kept as
 `naive_min_adjacent` for comparison.
+
+This module reads the measures with that model and holds the evaluator. The measures themselves are in
+`evaluators.coherence_topic` (splits and breaks), `evaluators.coherence_order` (order), and
+`evaluators.coherence_measures`, which puts all of them together for one text (`coherence_features`).
 """
 
 from __future__ import annotations
@@ -38,34 +42,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from evaluators.base import Evaluator, ScoringContext
-from evaluators.coherence_cues import (  # noqa: F401 - re-exported: tests and callers import them from here
-    ANAPHORS,
-    CONNECTIVES,
-    ORDINAL_SERIES,
-    bigram_similarity,
-    first_sentence_anaphora,
-    order_cues,
-    ordinals_out_of_order,
-    tfidf_similarity,
-    unbalanced_quotes,
-)
-from evaluators.coherence_heads import CoherenceHeads, default_heads, position_features
-from evaluators.coherence_weights import GLOBAL_BIAS, GLOBAL_WEIGHTS, LOCAL_BIAS, LOCAL_WEIGHTS, NEUTRAL
+from evaluators.base import Evaluator, GateCheck, Output, ScoringContext
+from evaluators.coherence_heads import CoherenceHeads
+from evaluators.coherence_measures import coherence_features
+from evaluators.coherence_topic import find_breaks
+from evaluators.coherence_weights import GLOBAL_BIAS, GLOBAL_WEIGHTS, LOCAL_BIAS, LOCAL_WEIGHTS
 from shadow.core.text import han_count, language_of, split_sentences
-
-_CUE_NAMES = ("opens_with_connective", "opens_with_anaphor", "ordinals_out_of_order", "unbalanced_quotes",
-              "ends_open", "orphan_ordinals", "years_out_of_order", "period_in_clause_run", "opens_with_clause")  # fmt: skip
-# Measures that need the sentences' text, the embedding heads fitted for this encoder, or both; without
-# what they need they take their median over the fitting originals (`NEUTRAL`).
-LEXICAL_FEATURES = ("bigram_split", "bigram_order_gain", "bigram_side_order_gain", "first_sentence_length",
-                    "tfidf1_order_gain", "tfidf2_order_gain", "tfidf3_order_gain", "bigram_contrast",
-                    "tfidf2_contrast", "bigram_best_contrast", "first_sentence_anaphora", "bigram_order_z",
-                    "tfidf1_order_z", "tfidf2_order_z", "position_rho", "position_rho_z", "position_slope",
-                    "first_position_rank", "last_position_rank")  # fmt: skip
-HEAD_FEATURES = ("adjacency_mean", "adjacency_min", "adjacency_order_z", "adjacency_at_split")
-BOTH_FEATURES = ("joint_position_rho", "joint_position_rho_z", "joint_position_slope",
-                 "joint_first_position_rank", "joint_last_position_rank")  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,208 +64,6 @@ class CoherenceResult:
     global_score: float
     split_cosine: float
     features: dict[str, float]
-
-
-def order_gain(similarity: np.ndarray) -> float:
-    """Mean similarity of adjacent sentences minus that of sentences two or more apart."""
-    n = len(similarity)
-    if n < 3:
-        return 0.0
-    distance = np.abs(np.subtract.outer(np.arange(n), np.arange(n)))
-    return float(similarity[distance == 1].mean() - similarity[distance >= 2].mean())
-
-
-def locality_gradient(similarity: np.ndarray) -> float:
-    """Mean similarity of adjacent sentences minus that of sentences two or three apart (0 below 4).
-
-    >>> round(locality_gradient(np.array([[1, .8, .5, .2], [.8, 1, .8, .5], [.5, .8, 1, .8], [.2, .5, .8, 1]])), 2)
-    0.4
-    """
-    n = len(similarity)
-    if n < 4:
-        return 0.0
-    distance = np.abs(np.subtract.outer(np.arange(n), np.arange(n)))
-    near = (distance >= 2) & (distance <= 3)
-    return float(similarity[distance == 1].mean() - similarity[near].mean())
-
-
-def order_gain_z(similarity: np.ndarray) -> float:
-    """`order_gain` against all pairs, in units of the spread of the text's own pair similarities."""
-    n = len(similarity)
-    if n < 3:
-        return 0.0
-    distance = np.abs(np.subtract.outer(np.arange(n), np.arange(n)))
-    pairs = similarity[distance >= 1]
-    return float((similarity[distance == 1].mean() - pairs.mean()) / (pairs.std() + 1e-6))
-
-
-def side_order_gain(similarity: np.ndarray, gap: int) -> float:
-    """Mean `order_gain` within each side of a split (sides of three sentences or more; 0 if none)."""
-    sides = [(0, gap), (gap, len(similarity))] if gap else [(0, len(similarity))]
-    gains = [order_gain(similarity[a:b, a:b]) for a, b in sides if b - a >= 3]
-    return float(np.mean(gains)) if gains else 0.0
-
-
-def best_split(embeddings: np.ndarray, baseline: float = 0.0) -> tuple[float, int]:
-    """The two-segment split whose segment centroids are least alike: (their cosine, first sentence after).
-
-    Cosines are rescaled so that the encoder's `baseline` (what unrelated texts reach) reads as 0.
-    Each side keeps at least two sentences; with fewer than four sentences there is no split: (1.0, 0).
-    """
-    n = len(embeddings)
-    best, best_gap = 1.0, 0
-    prefix = np.cumsum(embeddings, axis=0)
-    total = prefix[-1]
-    for gap in range(2, n - 1):
-        head, tail = prefix[gap - 1], total - prefix[gap - 1]
-        cosine = float(head @ tail / (np.linalg.norm(head) * np.linalg.norm(tail) + 1e-12))
-        cosine = (cosine - baseline) / (1.0 - baseline)
-        if cosine < best:
-            best, best_gap = cosine, gap
-    return best, best_gap
-
-
-def find_breaks(
-    embeddings: np.ndarray, *, break_cosine: float, baseline: float = 0.0, offset: int = 0
-) -> list[int]:
-    """Binary segmentation: split where the segment centroids are least alike while that is below
-    `break_cosine`, then look for further breaks in each segment of four sentences or more."""
-    cosine, gap = best_split(embeddings, baseline)
-    if gap == 0 or cosine >= break_cosine:
-        return []
-    return sorted(
-        find_breaks(embeddings[:gap], break_cosine=break_cosine, baseline=baseline, offset=offset)
-        + [offset + gap]
-        + find_breaks(embeddings[gap:], break_cosine=break_cosine, baseline=baseline, offset=offset + gap)
-    )
-
-
-def split_contrast(similarity: np.ndarray, gap: int) -> float:
-    """Mean similarity within the two sides of a split minus that across it (0 without a split).
-
-    >>> round(split_contrast(np.array([[1, .9, .1, .1], [.9, 1, .1, .1], [.1, .1, 1, .9], [.1, .1, .9, 1]]), 2), 2)
-    0.8
-    """
-    n = len(similarity)
-    if not 0 < gap < n:
-        return 0.0
-    side = np.arange(n) >= gap
-    same_side = side[:, None] == side[None, :]
-    within = similarity[same_side & ~np.eye(n, dtype=bool)]
-    return float(within.mean() - similarity[~same_side].mean()) if within.size else 0.0
-
-
-def best_contrast(similarity: np.ndarray) -> float:
-    """The largest `split_contrast` over every split with two sentences or more on each side (0 below 4)."""
-    return max((split_contrast(similarity, gap) for gap in range(2, len(similarity) - 1)), default=0.0)
-
-
-def permutation_z(scores: np.ndarray, draws: int = 200) -> float:
-    """How far the text's own order beats random orders of its sentences, in standard deviations: the sum
-    of `scores[i, i + 1]` (how well sentence i + 1 follows sentence i) against that sum over `draws` random
-    permutations. Reading each text against its own shuffles takes out how alike its sentences are overall,
-    which varies far more between texts than order does. The permutations are seeded by the sentence count:
-    the same text always gets the same value.
-
-    >>> chain = 1.0 - 0.2 * np.abs(np.subtract.outer(np.arange(6), np.arange(6)))
-    >>> permutation_z(chain) > 2.0, abs(permutation_z(np.ones((6, 6)))) < 1e-6
-    (True, True)
-    """
-    n = len(scores)
-    if n < 3:
-        return 0.0
-    rng = np.random.default_rng(n)
-    orders = np.argsort(rng.random((draws, n)), axis=1)
-    shuffled = scores[orders[:, :-1], orders[:, 1:]].sum(axis=1)
-    own = float(np.trace(scores, offset=1))
-    return float((own - shuffled.mean()) / (shuffled.std() + 1e-9))
-
-
-def coherence_features(
-    sentence_embeddings: np.ndarray,
-    sentences: Sequence[str] | None = None,
-    *,
-    baseline: float = 0.0,
-    encoder_name: str | None = None,
-    heads: CoherenceHeads | None = None,
-) -> tuple[dict[str, float], int]:
-    """Every measure the coherence logits read, and the best split's first sentence (0: no split).
-
-    - `sentences`: without them the measures read on text (`LEXICAL_FEATURES`) take their neutral value
-      (`NEUTRAL`) and the discourse cues read 0;
-    - `heads`: the learned heads (default: the shipped `coherence_heads.npz`); their embedding measures
-      (`HEAD_FEATURES`) only count when `encoder_name` is the encoder they were fitted with.
-    """
-    embeddings = np.asarray(sentence_embeddings, dtype=np.float64)
-    if sentences is not None and len(sentences) != len(embeddings):
-        raise ValueError(f"{len(sentences)} sentences for {len(embeddings)} embeddings: pass one of each.")
-    split_cosine, gap = best_split(embeddings, baseline)
-    features = {
-        "split_cosine": split_cosine,
-        **_embedding_measures(embeddings @ embeddings.T - baseline, gap),
-        **dict.fromkeys(_CUE_NAMES, 0.0),
-        **{name: NEUTRAL.get(name, 0.0) for name in LEXICAL_FEATURES + HEAD_FEATURES + BOTH_FEATURES},
-    }
-    heads = heads or default_heads()
-    embedding_heads = heads.fits(encoder_name)
-    if embedding_heads:
-        features.update(_adjacency_measures(heads.adjacency_logits(embeddings), gap))
-    if sentences is not None:
-        features.update(_text_measures(sentences, gap))
-        lexical_positions = heads.lexical_positions(sentences)
-        features.update(position_features(lexical_positions))
-        if embedding_heads:
-            joint = lexical_positions + heads.embedding_positions(embeddings)
-            features.update(position_features(joint, prefix="joint_"))
-    return features, gap
-
-
-def _embedding_measures(similarity: np.ndarray, gap: int) -> dict[str, float]:
-    return {
-        "adjacent_at_split": float(similarity[gap - 1, gap]) if gap else 1.0,
-        "order_gain": order_gain(similarity),
-        "locality_gradient": locality_gradient(similarity),
-        "order_gain_z": order_gain_z(similarity),
-        "side_order_gain": side_order_gain(similarity, gap),
-        "embedding_contrast": split_contrast(similarity, gap),
-        "embedding_best_contrast": best_contrast(similarity),
-        "embedding_order_z": permutation_z(similarity),
-    }
-
-
-def _adjacency_measures(adjacency: np.ndarray, gap: int) -> dict[str, float]:
-    adjacent = np.diagonal(adjacency, offset=1)
-    return {
-        "adjacency_mean": float(adjacent.mean()) if adjacent.size else 0.0,
-        "adjacency_min": float(adjacent.min()) if adjacent.size else 0.0,
-        "adjacency_order_z": permutation_z(adjacency),
-        "adjacency_at_split": float(adjacency[gap - 1, gap]) if gap else 0.0,
-    }
-
-
-def _text_measures(sentences: Sequence[str], gap: int) -> dict[str, float]:
-    """Shared words across and along the text (bigrams, tf-idf n-grams) and the discourse cues."""
-    lexical = bigram_similarity(sentences)
-    measures = {
-        "bigram_split": float(lexical[:gap, gap:].mean()) if gap else 1.0,
-        "bigram_order_gain": order_gain(lexical),
-        "bigram_side_order_gain": side_order_gain(lexical, gap),
-        "bigram_contrast": split_contrast(lexical, gap),
-        "bigram_best_contrast": best_contrast(lexical),
-        "bigram_order_z": permutation_z(lexical),
-        "first_sentence_length": len(sentences[0])
-        / max(1.0, float(np.mean([len(sentence) for sentence in sentences]))),
-        "first_sentence_anaphora": first_sentence_anaphora(sentences),
-    }
-    for size in (1, 2, 3):
-        weighted = tfidf_similarity(sentences, size)
-        measures[f"tfidf{size}_order_gain"] = order_gain(weighted)
-        if size in (1, 2):
-            measures[f"tfidf{size}_order_z"] = permutation_z(weighted)
-        if size == 2:
-            measures["tfidf2_contrast"] = split_contrast(weighted, gap)
-    measures.update(order_cues(sentences))
-    return measures
 
 
 def coherence_of(
@@ -366,6 +146,30 @@ class CoherenceEvaluator(Evaluator):
     primary_metric: ClassVar[str] = "score"
     pairwise: ClassVar[bool] = False
     needs_encoder: ClassVar[bool] = True
+    outputs: ClassVar[tuple[Output, ...]] = (
+        Output("applicable", "coherence applies", kind="flag", worse=None),
+        Output(
+            "score",
+            "coherence",
+            worse="lower",
+            applicable="applicable",
+            population="long answers",
+            # Effect: A - 0.5 that the primary's coherence beats the candidate's on the same prompts.
+            check=GateCheck("coherence_score", required=False, tolerance=0.08),
+            severity=(0.05, 0.10),
+            badness=1.0,
+        ),
+        Output(
+            "breaks",
+            "logic-break rate",
+            kind="count",
+            applicable="applicable",
+            event="has a logic break",
+            population="long answers",
+            # Effect: candidate break rate - primary break rate.
+            check=GateCheck("coherence_break_rate", critical=True, required=False, tolerance=0.02),
+        ),
+    )
 
     def __init__(
         self,

@@ -15,7 +15,7 @@ metric, named by its path in a scores file: ``semantic.divergence``, ``length.ra
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -77,6 +77,10 @@ def flatten(obj: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def _pair_of(row: Mapping[str, Any]) -> Pair:
     values = {str(key): _unmissing(value) for key, value in row.items()}
     values.setdefault("experiment", "")
+    for key, value in values.items():
+        # pandas makes an int column with a gap float (200 -> 200.0); a status is an int in the pair format.
+        if key.endswith("_status") and isinstance(value, float) and value.is_integer():
+            values[key] = int(value)
     if isinstance(values.get("created_at"), datetime):
         values["created_at"] = values["created_at"].isoformat()
     return Pair.from_json(values)
@@ -100,19 +104,4 @@ def _unmissing(value: Any) -> Any:
     return value
 
 
-def scores_frame(records: Iterable[Mapping[str, Any]], evaluators: Iterable[str]) -> pd.DataFrame:
-    """A scores file's (or `load_scored_pairs`') records as a flat frame: id plus the named metrics."""
-    import pandas as pd
-
-    names = list(evaluators)
-    rows = []
-    for record in records:
-        picked: dict[str, Any] = {name: record.get(name) for name in names}
-        noise = record.get("noise")
-        if isinstance(noise, Mapping):
-            picked["noise"] = {name: noise.get(name) for name in names if name in noise}
-        rows.append({"id": record.get("id"), **flatten(picked)})
-    return pd.DataFrame(rows)
-
-
-__all__ = ["flatten", "score_frame", "scores_frame"]
+__all__ = ["flatten", "score_frame"]

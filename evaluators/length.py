@@ -10,7 +10,7 @@ import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from evaluators.base import Evaluator, ScoringContext, TextPair
+from evaluators.base import Evaluator, GateCheck, Output, ScoringContext, TextPair
 from shadow.core.text import count_units
 
 
@@ -31,6 +31,21 @@ class LengthEvaluator(Evaluator):
     higher_is_better: ClassVar[bool] = False  # neither direction is better; the gate reads |log_ratio|
     primary_metric: ClassVar[str] = "log_ratio"
     pairwise: ClassVar[bool] = True
+    outputs: ClassVar[tuple[Output, ...]] = (
+        Output("baseline_units", "length of the primary's answer", worse=None, noise_floor=True),
+        Output("candidate_units", "length of the compared answer", worse=None, noise_floor=True),
+        Output(
+            "log_ratio",
+            "log length ratio",
+            magnitude=True,
+            noise_floor=True,
+            event="differ in length from the primary's",
+            # Effect: A - 0.5 on |log(candidate units / baseline units)| vs the same for the secondary.
+            check=GateCheck("length_ratio", critical=True, tolerance=0.10, absolute_threshold=0.30),
+            severity=(0.20, 0.40),
+            badness=0.3,
+        ),
+    )
 
     def score_pairs(self, pairs: Sequence[TextPair], context: ScoringContext) -> list[dict[str, Any]]:
         results = []

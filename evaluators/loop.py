@@ -38,7 +38,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from evaluators.base import Evaluator, ScoringContext
+from evaluators.base import Evaluator, GateCheck, Output, ScoringContext
 from shadow.core.text import HAN_RE
 
 _TOKEN_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]|[^\W_]+|\S")
@@ -386,6 +386,20 @@ class LoopEvaluator(Evaluator):
     higher_is_better: ClassVar[bool] = False
     primary_metric: ClassVar[str] = "flag"
     pairwise: ClassVar[bool] = False
+    outputs: ClassVar[tuple[Output, ...]] = (
+        Output(
+            "flag",
+            "loop rate",
+            kind="flag",
+            event="loops",
+            # Effect: candidate loop rate - primary loop rate (absolute).
+            check=GateCheck("loop_rate", critical=True, tolerance=0.01, min_pairs=100),
+            severity=(0.02, 0.05),
+            badness=0.5,
+        ),
+        Output("score", "loop score"),
+        Output("span", "looping span", kind="span", worse=None),
+    )
 
     def __init__(self, **thresholds: Any) -> None:
         """Keyword arguments override `LoopThresholds` fields (see their documented defaults)."""

@@ -19,6 +19,8 @@ import importlib
 from collections.abc import Iterable, Sequence
 
 from evaluators.base import Evaluator
+from shadow.core.errors import UsageError
+from shadow.core.pairs import CORE_FIELDS, SIDE_FIELDS, SIDES
 
 EVALUATORS: dict[str, str] = {
     "semantic": "evaluators.semantic:SemanticEvaluator",
@@ -29,7 +31,7 @@ EVALUATORS: dict[str, str] = {
 """Registered evaluators in their default order (the order of the output objects)."""
 
 
-class UnknownEvaluatorError(ValueError):
+class UnknownEvaluatorError(UsageError, ValueError):
     """An evaluator name that is not registered; the message lists the known ones."""
 
 
@@ -105,23 +107,11 @@ def _check_unique(evaluators: Sequence[Evaluator]) -> None:
 
 RESERVED_KEYS = frozenset(
     {
+        *CORE_FIELDS,
+        *SIDES,
+        *(f"{side}_{name}" for side in SIDES for name in SIDE_FIELDS),
         "noise",
         "scored_by",
-        "id",
-        "experiment",
-        "created_at",
-        "route",
-        "stream",
-        "request",
-        "prompt",
-        "baseline",
-        "candidate",
-        "secondary",
-        "segment",
-        "user_bucket",
-        "user_key_hash",
-        "user_cancelled",
-        "capture_notes",
     }
 )
 """Pair fields and output keys an evaluator name may not shadow."""

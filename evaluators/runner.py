@@ -29,6 +29,7 @@ from evaluators.base import Evaluator, ScoringContext, TextPair
 from evaluators.registry import load_evaluators
 from shadow.core.pairs import Pair, PairFormatError
 from shadow.core.records import iter_json_objects
+from shadow.core.view import answered
 
 DEFAULT_CHUNK_SIZE = 1024
 """Pairs read, scored and written at once: large enough for full encoder batches after length sorting,
@@ -51,11 +52,9 @@ class DeviceError(RuntimeError):
 
 
 def usable_text(pair: Pair, side: str) -> str | None:
-    """The side's answer if the upstream delivered one: text present, no error, status 2xx or unknown."""
+    """The side's answer if the upstream delivered one: its text, when `view.answered` says it answered."""
     output = pair.side(side)
-    if output is None or output.text is None or output.error:
-        return None
-    if output.status is not None and not 200 <= output.status < 300:
+    if output is None or output.text is None or not answered(output.status, output.error):
         return None
     return output.text
 

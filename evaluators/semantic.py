@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from evaluators.base import Evaluator, ScoringContext, TextEncoder, TextPair
+from evaluators.base import Evaluator, GateCheck, Output, ScoringContext, TextEncoder, TextPair
 from shadow.core.text import HAN_RE, sentence_spans
 
 # One estimated token: a Han character, or a word of another script (letters and digits).
@@ -104,6 +104,21 @@ class SemanticEvaluator(Evaluator):
     primary_metric: ClassVar[str] = "divergence"
     pairwise: ClassVar[bool] = True
     needs_encoder: ClassVar[bool] = True
+    outputs: ClassVar[tuple[Output, ...]] = (
+        Output(
+            "divergence",
+            "semantic divergence",
+            noise_floor=True,
+            event="diverge from the primary's",
+            # Effect: Vargha-Delaney A - 0.5, i.e. P(candidate divergence > noise divergence) - 1/2.
+            check=GateCheck("semantic_divergence", weight=3.0, tolerance=0.08, absolute_threshold=0.35),
+            severity=(0.05, 0.10),
+            badness=1.0,
+        ),
+        Output("similarity", "semantic similarity", worse="lower", noise_floor=True),
+        Output("precision", "semantic precision", worse="lower", noise_floor=True),
+        Output("recall", "semantic recall", worse="lower", noise_floor=True),
+    )
 
     def __init__(self, *, chunk_tokens: int = 128, baseline: float | None = None) -> None:
         if chunk_tokens < 1:

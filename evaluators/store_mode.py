@@ -21,43 +21,23 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, Select, and_, exists, func, or_, select, tuple_
+from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.sql.elements import ColumnElement
 
 from evaluators.runner import DEFAULT_CHUNK_SIZE, ScoreRunner, apply_named_result
+from evaluators.store_queries import ID_BATCH, current_versions, page, pending_filter, scored_names
 from shadow.core.pairs import Pair
 from shadow.store.database import describe_error, insert_ignoring_duplicates
 from shadow.store.models import pairs_table, row_to_pair, scores_table
 
 logger = logging.getLogger(__name__)
 
-_ID_BATCH = 500
-"""Ids per `IN (...)` list: well under SQLite's bound-parameter limit, cheap for PostgreSQL."""
-
-
-def _unscored_by(name: str, version: str) -> ColumnElement[bool]:
-    """True for a pair without a score row from this evaluator version (an anti-join on the unique index)."""
-    return ~exists().where(
-        scores_table.c.pair_id == pairs_table.c.id,
-        scores_table.c.evaluator == name,
-        scores_table.c.version == version,
-    )
-
-
-def _pending_filter(versions: Mapping[str, str], experiment: str | None) -> ColumnElement[bool]:
-    """Pairs (of the experiment, unless None) missing a score from at least one of the versions."""
-    missing = or_(*(_unscored_by(name, version) for name, version in versions.items()))
-    if experiment is None:
-        return missing
-    return and_(pairs_table.c.experiment == experiment, missing)
-
 
 def count_unscored(engine: Engine, versions: Mapping[str, str], *, experiment: str | None = None) -> int:
     """Pairs that at least one of the evaluator versions in `versions` has not scored."""
     if not versions:
         return 0
-    query = select(func.count()).select_from(pairs_table).where(_pending_filter(versions, experiment))
+    query = select(func.count()).select_from(pairs_table).where(pending_filter(versions, experiment))
     with engine.connect() as connection:
         return int(connection.execute(query).scalar_one())
 
@@ -78,51 +58,15 @@ def iter_unscored(
         return
     cursor: tuple[Any, str] | None = None
     while True:
-        query = select(pairs_table).where(_pending_filter(versions, None))
-        query = _page(query, experiment, cursor).limit(chunk_size)
+        query = select(pairs_table).where(pending_filter(versions, None))
+        query = page(query, experiment, cursor).limit(chunk_size)
         with engine.connect() as connection:
             rows = connection.execute(query).mappings().all()
             if not rows:
                 return
-            done = _scored_names(connection, [row["id"] for row in rows], versions)
+            done = scored_names(connection, [row["id"] for row in rows], versions)
         yield [(row_to_pair(row), set(versions) - done.get(row["id"], set())) for row in rows]
         cursor = (rows[-1]["created_at"], rows[-1]["id"])
-
-
-def _page(query: Select[Any], experiment: str | None, cursor: tuple[Any, str] | None) -> Select[Any]:
-    """Keyset paging that an index serves: by id (the primary key) over all pairs; within an experiment by
-    (created_at, id), which the (experiment, created_at) index returns in order, so no query sorts the whole
-    experiment."""
-    if experiment is None:
-        if cursor is not None:
-            query = query.where(pairs_table.c.id > cursor[1])
-        return query.order_by(pairs_table.c.id)
-    query = query.where(pairs_table.c.experiment == experiment)
-    if cursor is not None:
-        query = query.where(tuple_(pairs_table.c.created_at, pairs_table.c.id) > tuple_(*cursor))
-    return query.order_by(pairs_table.c.created_at, pairs_table.c.id)
-
-
-def _current(versions: Mapping[str, str]) -> ColumnElement[bool]:
-    """Score rows written by exactly these evaluator versions (`versions` must not be empty)."""
-    return or_(
-        *(and_(scores_table.c.evaluator == n, scores_table.c.version == v) for n, v in versions.items())
-    )
-
-
-def _scored_names(
-    connection: Any, pair_ids: Sequence[str], versions: Mapping[str, str]
-) -> dict[str, set[str]]:
-    current = _current(versions)
-    done: dict[str, set[str]] = {}
-    for start in range(0, len(pair_ids), _ID_BATCH):
-        ids = pair_ids[start : start + _ID_BATCH]
-        query = select(scores_table.c.pair_id, scores_table.c.evaluator).where(
-            scores_table.c.pair_id.in_(ids), current
-        )
-        for pair_id, name in connection.execute(query):
-            done.setdefault(pair_id, set()).add(name)
-    return done
 
 
 def score_pending(
@@ -227,7 +171,7 @@ def load_scored_pairs(
     """
     cursor: tuple[Any, str] | None = None
     while True:
-        query = _page(select(pairs_table), experiment, cursor).limit(chunk_size)
+        query = page(select(pairs_table), experiment, cursor).limit(chunk_size)
         with engine.connect() as connection:
             rows = connection.execute(query).mappings().all()
             if not rows:
@@ -252,12 +196,12 @@ def _scores_of(
         scores_table.c.version,
         scores_table.c.result,
     )
-    for start in range(0, len(pair_ids), _ID_BATCH):
-        query = select(*columns).where(scores_table.c.pair_id.in_(pair_ids[start : start + _ID_BATCH]))
+    for start in range(0, len(pair_ids), ID_BATCH):
+        query = select(*columns).where(scores_table.c.pair_id.in_(pair_ids[start : start + ID_BATCH]))
         if versions is not None:
             if not versions:
                 return found
-            query = query.where(_current(versions))
+            query = query.where(current_versions(versions))
         # Oldest first, so that the newest version of each evaluator is applied last and wins.
         query = query.order_by(scores_table.c.scored_at, scores_table.c.id)
         for pair_id, name, version, result in connection.execute(query):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Sequence
 
 import matplotlib
 import matplotlib.ticker
@@ -23,6 +24,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+
+from evaluators.metrics import Metric  # noqa: E402
+from reports.numbers import rate  # noqa: E402
+from reports.panels import is_rate, panel_metrics, side_flags  # noqa: E402
 
 COLORS = {"baseline": "#0072B2", "candidate": "#D55E00", "noise": "#7f7f7f", "secondary": "#7f7f7f"}
 """Okabe-Ito blue and vermillion (colour-blind safe); the noise floor in grey, dashed."""
@@ -50,55 +55,53 @@ _PROLOG_RE = re.compile(r"^.*?(?=<svg)", re.DOTALL)
 _SIZE_RE = re.compile(r'<svg([^>]*?) width="[^"]*" height="[^"]*"')
 
 
-def all_charts(frame: pd.DataFrame) -> dict[str, str]:
-    """Chart name → inline SVG markup, for every chart the page shows."""
-    return {
-        "divergence": ecdf_chart(
-            "divergence",
-            {
-                "candidate": frame["semantic_divergence"],
-                "noise": frame["noise_semantic_divergence"],
-            },
-            xlabel="semantic divergence (0 = same meaning)",
-        ),
-        "length": ecdf_chart(
-            "length",
-            {"candidate": frame["length_log_ratio"], "noise": frame["noise_length_log_ratio"]},
-            xlabel="log length ratio (> 0: candidate longer)",
-        ),
-        "loop": rate_chart(
-            "loop",
-            {side: frame[f"loop_{side}_flag"] for side in ("baseline", "candidate", "secondary")},
-            ylabel="answers flagged as looping",
-        ),
-        "coherence": ecdf_chart(
-            "coherence",
-            {
-                "baseline": frame["coherence_baseline_score"],
-                "candidate": frame["coherence_candidate_score"],
-                "secondary": frame["coherence_secondary_score"],
-            },
-            xlabel="coherence score (1 = coherent)",
-        ),
-        "latency": ecdf_chart(
-            "latency",
-            {
-                side: frame.loc[frame[f"{side}_ok"].eq(True), f"{side}_latency_ms"]
-                for side in ("baseline", "candidate")
-            },
-            xlabel="latency, ms (log scale)",
-            log_x=True,
-        ),
-        "ttft": ecdf_chart(
-            "ttft",
-            {
-                side: frame.loc[frame[f"{side}_ok"].eq(True), f"{side}_ttft_ms"]
-                for side in ("baseline", "candidate")
-            },
-            xlabel="time to first token, ms (log scale)",
-            log_x=True,
-        ),
-    }
+def all_charts(frame: pd.DataFrame, metrics: Sequence[Metric] | None = None) -> dict[str, str]:
+    """Chart name → inline SVG markup: one per report panel (named like the panel), latency and TTFT."""
+    metrics = panel_metrics() if metrics is None else metrics
+    charts = {metric.name: metric_chart(frame, metric) for metric in metrics}
+    charts.update(
+        {
+            "latency": ecdf_chart(
+                "latency",
+                {
+                    side: frame.loc[frame[f"{side}_ok"].eq(True), f"{side}_latency_ms"]
+                    for side in ("baseline", "candidate")
+                },
+                xlabel="latency, ms (log scale)",
+                log_x=True,
+            ),
+            "ttft": ecdf_chart(
+                "ttft",
+                {
+                    side: frame.loc[frame[f"{side}_ok"].eq(True), f"{side}_ttft_ms"]
+                    for side in ("baseline", "candidate")
+                },
+                xlabel="time to first token, ms (log scale)",
+                log_x=True,
+            ),
+        }
+    )
+    return charts
+
+
+def metric_chart(frame: pd.DataFrame, metric: Metric) -> str:
+    """A rate per side for events, ECDFs for numbers; pairwise numbers against their noise floor."""
+    name = re.sub(r"[^a-z0-9_]", "_", metric.name.lower())
+    if is_rate(metric):
+        sides = ("baseline", "candidate", "secondary")
+        flags = {side: side_flags(frame, metric.column(side), metric) for side in sides}
+        if metric.pairwise:
+            flags = {"candidate": side_flags(frame, metric.column(), metric)}
+            if metric.output.noise_floor:
+                flags["noise"] = side_flags(frame, metric.column(noise=True), metric)
+        return rate_chart(name, flags, ylabel=f"answers: {metric.label}")
+    if metric.pairwise:
+        series = {"candidate": frame[metric.column()]}
+        if metric.output.noise_floor:
+            series["noise"] = frame[metric.column(noise=True)]
+    else:
+        series = {side: frame[metric.column(side)] for side in ("baseline", "candidate", "secondary")}
+    return ecdf_chart(name, series, xlabel=metric.label)
 
 
 def ecdf_chart(name: str, series: dict[str, pd.Series], *, xlabel: str, log_x: bool = False) -> str:
@@ -136,8 +139,6 @@ def ecdf_chart(name: str, series: dict[str, pd.Series], *, xlabel: str, log_x: b
 
 def rate_chart(name: str, flags: dict[str, pd.Series], *, ylabel: str) -> str:
     """Share of True per side with a 95% Wilson interval."""
-    from reports.build import rate
-
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(5.2, 2.9), layout="constrained")
         names, shares, errors, colors = [], [], [[], []], []
@@ -166,7 +167,7 @@ def ecdf_points(values: pd.Series, *, positive_only: bool = False) -> tuple[np.n
     """(x, share <= x) at up to ECDF_POINTS quantiles of the finite values; None when there are none.
 
     >>> x, y = ecdf_points(pd.Series([3.0, 1.0, 2.0]))
-    >>> list(x), list(y)
+    >>> x.tolist(), y.tolist()
     ([1.0, 2.0, 3.0], [0.3333333333333333, 0.6666666666666666, 1.0])
     """
     data = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)

@@ -3,7 +3,10 @@
 `shadow export --scores` writes it for analysts; the report builds its statistics from it, so a number on
 the page can be recomputed from the export. Pure apart from `write_table`.
 
-Derived columns: `language` (zh / en / other, from the prompt, else the primary's answer),
+Score columns come from the evaluators' declared outputs (`evaluators.metrics`): `<evaluator>_<key>` for
+pairwise outputs (and `noise_<evaluator>_<key>` for their noise floor), `<evaluator>_<side>_<key>` for
+per-text ones; a span becomes `_start` and `_end`, a list its length. Derived columns: `language`
+(zh / en / other, `shadow.core.view.pair_language`),
 `prompt_units` with `prompt_length` (short < 50 units, medium < 300, long), and `answer_units` with
 `answer_length` (the primary's answer: short < 100 units, medium < 500, long). Segment tags become
 `segment_<tag>` columns.
@@ -14,25 +17,26 @@ from __future__ import annotations
 import gc
 import math
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from shadow.core.text import count_units, language_of
+from evaluators.metrics import Metric, declared_metrics
+from shadow.core import view
+from shadow.core.errors import UserError
+from shadow.core.text import count_units
+from shadow.core.timeparse import parse_instant
 
 SIDES = ("baseline", "candidate", "secondary")
-SCORED_SIDES = ("baseline", "candidate", "secondary")
 PROMPT_LENGTH_BUCKETS = ((50, "short"), (300, "medium"), (math.inf, "long"))
 ANSWER_LENGTH_BUCKETS = ((100, "short"), (500, "medium"), (math.inf, "long"))
-LANGUAGE_SAMPLE_CHARS = 300
-"""`language_of` reads only the start of a text: enough to tell zh from en, and cheap at 100,000 pairs."""
 
 FORMATS = ("parquet", "csv")
 
 
-class ExportError(ValueError):
+class ExportError(UserError, ValueError):
     """A table that cannot be written as asked; the message says what to change."""
 
 
@@ -50,25 +54,11 @@ def bucket_of(units: int | None, buckets: tuple[tuple[float, str], ...]) -> str 
     return buckets[-1][1]
 
 
-def side_ok(record: Mapping[str, Any], side: str) -> bool | None:
-    """Whether `side` answered (2xx, no error); None when the pair has no such side."""
-    if side not in record and f"{side}_status" not in record:
-        return None
-    status = record.get(f"{side}_status")
-    return record.get(f"{side}_error") is None and isinstance(status, int) and 200 <= status < 300
-
-
-def pair_language(record: Mapping[str, Any]) -> str:
-    for text in (record.get("prompt"), record.get("baseline")):
-        if isinstance(text, str):
-            language = language_of(text[:LANGUAGE_SAMPLE_CHARS])
-            if language != "other":
-                return language
-    return "other"
-
-
-def flatten_record(record: Mapping[str, Any], *, include_texts: bool = False) -> dict[str, Any]:
+def flatten_record(
+    record: Mapping[str, Any], *, include_texts: bool = False, metrics: tuple[Metric, ...] | None = None
+) -> dict[str, Any]:
     """One scored pair (a JSONL object) as a flat dict of scalars."""
+    metrics = declared_metrics() if metrics is None else metrics
     prompt = record.get("prompt") if isinstance(record.get("prompt"), str) else ""
     baseline_text = record.get("baseline") if isinstance(record.get("baseline"), str) else ""
     length = _mapping(record.get("length"))
@@ -84,7 +74,7 @@ def flatten_record(record: Mapping[str, Any], *, include_texts: bool = False) ->
         "stream": bool(record.get("stream", False)),
         "user_cancelled": bool(record.get("user_cancelled", False)),
         "user_bucket": record.get("user_bucket"),
-        "language": pair_language(record),
+        "language": view.pair_language(record),
         "prompt_units": prompt_units,
         "prompt_length": bucket_of(prompt_units, PROMPT_LENGTH_BUCKETS),
         "answer_units": answer_units,
@@ -92,7 +82,7 @@ def flatten_record(record: Mapping[str, Any], *, include_texts: bool = False) ->
     }
     for side in SIDES:
         usage = _mapping(record.get(f"{side}_usage"))
-        row[f"{side}_ok"] = side_ok(record, side)
+        row[f"{side}_ok"] = view.side_answered(record, side)
         row[f"{side}_status"] = record.get(f"{side}_status")
         row[f"{side}_latency_ms"] = _number(record.get(f"{side}_latency_ms"))
         row[f"{side}_ttft_ms"] = _number(record.get(f"{side}_ttft_ms"))
@@ -101,21 +91,8 @@ def flatten_record(record: Mapping[str, Any], *, include_texts: bool = False) ->
         row[f"{side}_model"] = record.get(f"{side}_model")
         row[f"{side}_prompt_tokens"] = _number(usage.get("prompt_tokens"))
         row[f"{side}_completion_tokens"] = _number(usage.get("completion_tokens"))
-    _add_scores(row, "", record)
-    _add_scores(row, "noise_", _mapping(record.get("noise")))
-    for side in SCORED_SIDES:
-        loop = _mapping(_mapping(record.get("loop")).get(side))
-        span = loop.get("span")
-        has_span = isinstance(span, list | tuple) and len(span) == 2
-        row[f"loop_{side}_score"] = _number(loop.get("score"))
-        row[f"loop_{side}_flag"] = _flag(loop.get("flag"))
-        row[f"loop_{side}_span_start"] = _number(span[0]) if has_span else None
-        row[f"loop_{side}_span_end"] = _number(span[1]) if has_span else None
-        coherence = _mapping(_mapping(record.get("coherence")).get(side))
-        breaks = coherence.get("breaks")
-        row[f"coherence_{side}_applicable"] = _flag(coherence.get("applicable"))
-        row[f"coherence_{side}_score"] = _number(coherence.get("score"))
-        row[f"coherence_{side}_breaks"] = len(breaks) if isinstance(breaks, list) else None
+    for metric in metrics:
+        _add_metric(row, metric, record)
     segment = _mapping(record.get("segment"))
     for key, value in segment.items():
         row[f"segment_{key}"] = None if value is None else str(value)
@@ -128,23 +105,23 @@ def flatten_record(record: Mapping[str, Any], *, include_texts: bool = False) ->
 
 def scores_frame(records: Iterable[Mapping[str, Any]], *, include_texts: bool = False) -> pd.DataFrame:
     """All pairs as a DataFrame; score columns are float (NaN where a score is missing)."""
+    metrics = declared_metrics()
     # The cyclic GC would rescan the growing list of row dicts again and again (quadratic at 100,000
     # pairs); rows hold no cycles, so it is paused while they are built.
     collecting = gc.isenabled()
     gc.disable()
     try:
-        rows = [flatten_record(record, include_texts=include_texts) for record in records]
+        rows = [flatten_record(record, include_texts=include_texts, metrics=metrics) for record in records]
     finally:
         if collecting:
             gc.enable()
     frame = pd.DataFrame.from_records(rows)
     if frame.empty:
-        frame = pd.DataFrame(columns=list(flatten_record({}, include_texts=include_texts)))
+        frame = pd.DataFrame(columns=list(flatten_record({}, include_texts=include_texts, metrics=metrics)))
     frame["created_at"] = pd.to_datetime(frame["created_at"], utc=True)
+    numeric = {column for metric in metrics if metric.output.kind != "flag" for column in metric.columns()}
     for column in frame.columns:
-        if column.endswith(("_score", "_ms", "_tokens", "_units", "_ratio", "_start", "_end", "_breaks")) or (
-            column.startswith(("semantic_", "noise_semantic_"))
-        ):
+        if column in numeric or column.endswith(("_ms", "_tokens", "_units")):
             frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
     return frame
 
@@ -165,13 +142,19 @@ def write_table(records: Iterable[Mapping[str, Any]], path: str | Path, format: 
     return path
 
 
-def _add_scores(row: dict[str, Any], prefix: str, source: Mapping[str, Any]) -> None:
-    semantic = _mapping(source.get("semantic"))
-    for key in ("similarity", "divergence", "precision", "recall"):
-        row[f"{prefix}semantic_{key}"] = _number(semantic.get(key))
-    length = _mapping(source.get("length"))
-    for key in ("baseline_units", "candidate_units", "log_ratio"):
-        row[f"{prefix}length_{key}"] = _number(length.get(key))
+def _add_metric(row: dict[str, Any], metric: Metric, record: Mapping[str, Any]) -> None:
+    if metric.pairwise:
+        places = [(metric.column(), "candidate", False)]
+        if metric.output.noise_floor:
+            places.append((metric.column(noise=True), "candidate", True))
+    else:
+        places = [(metric.column(side), side, False) for side in SIDES]
+    for column, side, noise in places:
+        value = metric.read(record, side, noise=noise)
+        if metric.output.kind == "span":
+            row[f"{column}_start"], row[f"{column}_end"] = value if value is not None else (None, None)
+        else:
+            row[column] = value
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
@@ -187,10 +170,6 @@ def _number(value: Any) -> float | None:
     return None  # None, bool, str, anything else
 
 
-def _flag(value: Any) -> bool | None:
-    return bool(value) if isinstance(value, bool | int) else None
-
-
 def _text_or_none(value: Any) -> str | None:
     if value is None:
         return None
@@ -198,15 +177,7 @@ def _text_or_none(value: Any) -> str | None:
 
 
 def _time(value: Any) -> datetime | None:
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    if isinstance(value, str) and value:
-        try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    return None
+    return parse_instant(value)
 
 
 __all__ = [
@@ -216,8 +187,6 @@ __all__ = [
     "PROMPT_LENGTH_BUCKETS",
     "bucket_of",
     "flatten_record",
-    "pair_language",
     "scores_frame",
-    "side_ok",
     "write_table",
 ]

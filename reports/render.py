@@ -98,6 +98,7 @@ def _environment() -> Environment:
         ms=fmt_ms,
         count=fmt_count,
         cell=fmt_cell,
+        metricfmt=fmt_metric,
         visible_text=visible_text,
     )
     return env
@@ -126,7 +127,31 @@ def render_html(report: dict[str, Any], charts: dict[str, str]) -> str:
         csp=content_security_policy(script),
         table_json=Markup(json_for_html(table_data)),
         segment_groups=_group_segments(report["segments"]),
+        labels=_labels(report),
+        formats=_formats(report),
     )
+
+
+def _labels(report: Mapping[str, Any]) -> dict[str, str]:
+    """Column and legend names: each panel's declared label, and the operational columns'."""
+    labels = {name: panel["label"] for name, panel in report["metrics"].items()}
+    return {**labels, "errors": "error rate", "latency": "latency P95"}
+
+
+def _formats(report: Mapping[str, Any]) -> dict[str, str]:
+    formats = {
+        name: ("pct" if panel["kind"] == "rate" else "num") for name, panel in report["metrics"].items()
+    }
+    return {**formats, "errors": "pct", "latency": "ms"}
+
+
+def fmt_metric(value: Any, kind: str) -> str:
+    """A segment cell by its metric's kind: a share, a duration or a number."""
+    if kind == "pct":
+        return fmt_pct(value)
+    if kind == "ms":
+        return fmt_ms(value)
+    return fmt_num(value, 2)
 
 
 def render_report(

@@ -11,150 +11,47 @@
     simulate  a stand-in OpenAI model server for trying it  -> shadow.simulator
 
 Heavy imports (torch, pandas) happen inside the subcommand that needs them, so `shadow serve` starts fast.
+
+`main` is the one error boundary: a `shadow.core.errors.UserError` (a flag, file, setting, policy or
+database the user can fix) becomes one line on stderr, `shadow <command>: error: <what to change>`, and its
+`ExitCode`: 3 (could not run) or 4 (a bad command line, argparse's own errors included). The gate's 0/1/2
+are its verdicts. Anything else is a bug and keeps its traceback.
+
+Every command reads the same settings as `shadow serve` (`shadow.cli_settings`): `score`, `gate`,
+`report`, `export` and `db` read the store at `--db`, else `SHADOW_DB`, else `db` of the `--config` file,
+else the default, the file `shadow serve` writes.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from shadow.cli_settings import add_settings_flags, settings_from
-from shadow.core.errors import UserError
+from shadow.core.errors import ExitCode, UserError, one_line
 from shadow.core.logs import configure_logging
-from shadow.core.settings import SettingsError, admin_token_required, default_of
+from shadow.core.settings import (
+    Settings,
+    SettingsError,
+)
+from shadow.core.timeparse import TimeFormatError, parse_duration
+from shadow.serve_command import cmd_serve, cmd_simulate
+from shadow.store_commands import cmd_db, cmd_export, cmd_import, resolve_settings
 
-EXIT_USAGE = 2
+
+class ShadowArgumentParser(argparse.ArgumentParser):
+    """argparse, but a bad command line exits `ExitCode.USAGE` (4): argparse's own 2 would read as the gate's
+    "inconclusive". The output is argparse's: the usage line, then `shadow <command>: error: <message>`."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(ExitCode.USAGE, f"{self.prog}: error: {message}\n")
 
 
 # --- subcommands ---------------------------------------------------------------------------------------
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    from shadow.sidecar.server import serve_forever
-
-    settings = settings_from(args)
-    if not settings.primary:
-        raise UserError(
-            "--primary is required: the OpenAI base URL of the model your users get (ending in /v1)"
-        )
-    if not settings.candidate:
-        raise UserError(
-            "--candidate is required: the OpenAI base URL of the model to evaluate (ending in /v1)"
-        )
-    admin_token_required(settings)  # refuse an open admin listener without a token before anything starts
-    with asyncio.Runner(loop_factory=_fast_event_loop()) as runner:
-        runner.run(serve_forever(settings))
-    return 0
-
-
-def _fast_event_loop() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop where it is installed (Linux, macOS): the proxy spends its time in per-chunk I/O."""
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
-
-
-def cmd_db(args: argparse.Namespace) -> int:
-    from shadow.store import database
-
-    settings = settings_from(args)
-    if args.db_command == "upgrade":
-        database.upgrade(settings.db, args.revision)
-        print(f"database {database.redact_url(settings.db)} is at {database.current_revision(settings.db)}")
-    elif args.db_command == "downgrade":
-        database.downgrade(settings.db, args.revision)
-        print(f"database {database.redact_url(settings.db)} is at {database.current_revision(settings.db)}")
-    elif args.db_command == "check":
-        database.check(settings.db)
-        print("models and migrations agree")
-    elif args.db_command == "prune":
-        from shadow.core.pairs import utc_now
-        from shadow.gate.command import parse_duration
-        from shadow.store.retention import count_older, prune_pairs
-
-        try:
-            cutoff = utc_now() - parse_duration(args.older_than)
-        except argparse.ArgumentTypeError as exc:
-            raise UserError(f"--older-than: {exc}") from exc
-        engine = database.make_engine(settings.db)
-        if args.dry_run:
-            count = count_older(engine, cutoff, experiment=args.experiment)
-            print(f"would delete {count} pairs created before {cutoff.isoformat()}")
-        else:
-            count = prune_pairs(engine, cutoff, experiment=args.experiment)
-            print(f"deleted {count} pairs created before {cutoff.isoformat()} (and their scores)")
-        engine.dispose()
-    return 0
-
-
-def cmd_import(args: argparse.Namespace) -> int:
-    from shadow.store import database, jsonl
-
-    settings = settings_from(args)
-    database.upgrade(settings.db)
-    report = jsonl.import_pairs(
-        database.make_engine(settings.db), args.input, experiment=args.into_experiment
-    )
-    print(report.summary() if hasattr(report, "summary") else report)
-    return 0 if not getattr(report, "rejected", 0) else 1
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    from shadow.store import database, jsonl
-
-    settings = settings_from(args)
-    engine = database.make_engine(settings.db)
-    experiment = args.experiment if args.experiment is not None else None
-    if args.scores:
-        from evaluators.store_mode import load_scored_pairs
-        from reports.export_table import write_table
-
-        records = list(load_scored_pairs(engine, experiment))
-        write_table(records, args.output, args.format)
-        print(f"wrote {len(records)} scored pairs to {args.output}")
-        return 0
-    if args.format != "jsonl":
-        raise UserError(
-            "--format csv/parquet needs --scores (a flat table of scored pairs); pairs export as jsonl"
-        )
-    count = jsonl.export_pairs(engine, args.output, experiment=experiment)
-    print(f"wrote {count} pairs to {args.output}", file=sys.stderr)
-    return 0
-
-
-def cmd_simulate(args: argparse.Namespace) -> int:
-    from shadow.simulator import SimulatedModel, start_simulator
-
-    model = SimulatedModel(
-        name=args.model,
-        behaviour=args.behaviour,
-        first_byte_delay_s=args.delay,
-        chunk_delay_s=args.chunk_delay,
-        variation=args.variation,
-        seed=args.seed,
-        loop_share=args.loop_share,
-        sentences=args.sentences,
-    )
-
-    async def run() -> None:
-        host, _, port = args.listen.rpartition(":")
-        runner, url = await start_simulator(model, host or "127.0.0.1", int(port))
-        print(f"simulated model {model.name!r} ({model.behaviour}) at {url}", flush=True)
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await runner.cleanup()
-
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run())
-    return 0
 
 
 def _delegate(module: str) -> Callable[[argparse.Namespace], int]:
@@ -172,7 +69,7 @@ def _delegate(module: str) -> Callable[[argparse.Namespace], int]:
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The full parser. Delegated subcommands import their module (torch, scipy, matplotlib...) only when
     `command` names them, so `shadow serve` and `shadow --help` start in a fraction of a second."""
-    parser = argparse.ArgumentParser(
+    parser = ShadowArgumentParser(
         prog="shadow",
         description="Mirror real chat traffic to a candidate LLM, score how it diverges, and gate its promotion.",
     )
@@ -196,7 +93,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         if name in ("upgrade", "downgrade"):
             action.add_argument("revision", nargs="?" if default_rev else None, default=default_rev)
         if name == "prune":
-            action.add_argument("--older-than", required=True, metavar="DURATION", help="e.g. 30d, 12h")
+            action.add_argument(
+                "--older-than", required=True, metavar="DURATION", type=_duration, help="e.g. 30d, 12h"
+            )
             action.add_argument("--experiment", help="only this experiment (default: all)")
             action.add_argument("--dry-run", action="store_true", help="only count what would be deleted")
         action.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS)
@@ -214,7 +113,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     exp.add_argument("--output", "-o", required=True, help="file to write ('-' for standard output)")
     exp.add_argument("--experiment", help="only this experiment (default: all)")
     exp.add_argument("--scores", action="store_true", help="export scored pairs as a flat table")
-    exp.add_argument("--format", choices=("jsonl", "csv", "parquet"), default="jsonl")
+    exp.add_argument(
+        "--format",
+        choices=("jsonl", "csv", "parquet"),
+        help="jsonl for pairs (the default); csv or parquet for --scores (default: by the --output suffix)",
+    )
     exp.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS)
     add_settings_flags(exp, ["db"])
     exp.set_defaults(func=cmd_export)
@@ -251,19 +154,12 @@ def _add_delegated(sub: Any, name: str, module: str, help_text: str, *, load: bo
     command = sub.add_parser(name, help=help_text, description=help_text)
     if not load:
         return
-    try:
-        importlib.import_module(module).add_arguments(command)
-    except ImportError as exc:
-        command.set_defaults(func=_unavailable(name, exc))
-        return
+    importlib.import_module(module).add_arguments(command)
+    if "--config" not in command._option_string_actions:
+        command.add_argument(
+            "--config", metavar="FILE", default=argparse.SUPPRESS, help="TOML settings file (as for serve)."
+        )
     command.set_defaults(func=_delegate(module))
-
-
-def _unavailable(name: str, exc: ImportError) -> Callable[[argparse.Namespace], int]:
-    def run(_args: argparse.Namespace) -> int:
-        raise UserError(f"'shadow {name}' is not available in this installation: {exc}")
-
-    return run
 
 
 def _subcommand_of(argv: list[str]) -> str | None:
@@ -279,6 +175,14 @@ def _subcommand_of(argv: list[str]) -> str | None:
     return None
 
 
+def _duration(text: str) -> Any:
+    """A DURATION flag: `shadow.core.timeparse.parse_duration`, its message shown by argparse."""
+    try:
+        return parse_duration(text)
+    except TimeFormatError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _log_level(args: argparse.Namespace) -> str:
     """--log-level where the command has the flag, else SHADOW_LOG_LEVEL or the TOML file's log_level."""
     flag = getattr(args, "log_level", None)
@@ -287,30 +191,45 @@ def _log_level(args: argparse.Namespace) -> str:
     try:
         return settings_from(args).log_level
     except SettingsError:  # a command that reads its settings says what is wrong with them itself
-        return os.environ.get("SHADOW_LOG_LEVEL") or default_of("log_level")
+        return os.environ.get("SHADOW_LOG_LEVEL") or Settings().log_level
+
+
+# --- the store a command reads ---------------------------------------------------------------------------
+
+
+# --- the boundary ------------------------------------------------------------------------------------------
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; the exit status is an `ExitCode` (README, "Exit codes")."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(_subcommand_of(argv))
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0), or a bad command line (4), already printed by argparse
+        return exc.code if isinstance(exc.code, int) else ExitCode.USAGE
     if not hasattr(args, "config"):
         args.config = None
+    name = " ".join(part for part in (args.command, getattr(args, "db_command", None)) if part)
     try:
         configure_logging(_log_level(args))
+        resolve_settings(args)
         return int(args.func(args))
-    except (UserError, SettingsError) as exc:
-        print(f"shadow {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except UserError as exc:
+        print(f"shadow {name}: error: {one_line(exc)}", file=sys.stderr)
+        return int(exc.exit_code)
     except KeyboardInterrupt:
-        return 130
-    except Exception as exc:
-        from shadow.store.database import StoreError
-
-        if isinstance(exc, StoreError):
-            print(f"shadow {args.command}: error: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-        raise
+        return ExitCode.INTERRUPTED
+    except BrokenPipeError:
+        # `shadow export -o - | head`: the reader has what it wanted. Point stdout at /dev/null so the
+        # interpreter's final flush does not fail again, as the Python docs advise.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return ExitCode.OK
+    except OSError as exc:
+        if exc.filename is None:  # not about a path the user gave: a bug, or the machine; keep the traceback
+            raise
+        print(f"shadow {name}: error: cannot use {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        return ExitCode.COULD_NOT_RUN
 
 
 if __name__ == "__main__":

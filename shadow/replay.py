@@ -25,8 +25,9 @@ from pathlib import Path
 
 import aiohttp
 
+from evaluators.metrics import score_keys
 from shadow.cli_settings import add_settings_flags, settings_from
-from shadow.core.errors import UserError
+from shadow.core.errors import UsageError, UserError
 from shadow.core.pairs import Pair, PairFormatError, dumps, new_pair_id, utc_now
 from shadow.core.records import iter_json_objects
 from shadow.core.settings import Settings
@@ -37,8 +38,6 @@ from shadow.sidecar.upstream import call_and_capture
 
 log = logging.getLogger(__name__)
 
-SCORE_FIELDS = ("semantic", "length", "loop", "coherence", "noise", "scored_by")
-"""Score objects a scores file carries; a replayed pair has a new candidate, so they no longer apply."""
 FSYNC_EVERY = 32
 
 
@@ -80,7 +79,7 @@ def already_replayed(output: Path) -> set[str]:
 
 
 def read_pairs(path: Path) -> Iterator[Pair]:
-    with path.open(encoding="utf-8") as handle:
+    with path.open("rb") as handle:  # decoded a line at a time: a line that is not UTF-8 is named
         for number, obj in iter_json_objects(handle, source=str(path)):
             try:
                 yield Pair.from_json(obj)
@@ -89,7 +88,9 @@ def read_pairs(path: Path) -> Iterator[Pair]:
 
 
 def replayed_pair(original: Pair, candidate_side: object, experiment: str) -> Pair:
-    extra = {k: v for k, v in original.extra.items() if k not in SCORE_FIELDS}
+    # A replayed pair has a new candidate, so the scores of the old one no longer apply.
+    stale = score_keys()
+    extra = {k: v for k, v in original.extra.items() if k not in stale}
     extra.update({"replayed_from": original.id, "replayed_at": utc_now().isoformat()})
     return replace(
         original,
@@ -181,14 +182,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.concurrency < 1:
+        raise UsageError("--concurrency must be at least 1")
     settings = settings_from(args)
     if not settings.candidate:
         raise ReplayError("--candidate is required: the OpenAI base URL of the model to replay against")
     input_path = Path(args.input)
+    if input_path.is_dir():
+        raise ReplayError(
+            f"input {input_path} is a directory; give a pairs JSONL file (from `shadow export`)"
+        )
     if not input_path.is_file():
         raise ReplayError(f"input file {input_path} does not exist; export pairs with `shadow export` first")
-    if args.concurrency < 1:
-        raise ReplayError("--concurrency must be at least 1")
+    if Path(args.output).is_dir():
+        raise ReplayError(
+            f"--output {args.output} is a directory; give the path of a JSONL file to append to"
+        )
     try:
         report = asyncio.run(
             replay(

@@ -36,24 +36,33 @@ from evaluators.runner import (
     ScoreRunner,
     score_lines,
 )
+from shadow.core.errors import ExitCode, UserError
 from shadow.core.pairs import PairFormatError
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
+class ScoreCommandError(UserError):
+    """A problem the user can fix; the message is one sentence. `exit_code` is the exit status:
+    `ExitCode.USAGE` for a command line that does not make sense, else `ExitCode.COULD_NOT_RUN`."""
 
-class ScoreCommandError(Exception):
-    """A problem the user can fix; the message is one sentence. `code` is the exit status."""
-
-    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+    def __init__(self, message: str, code: ExitCode = ExitCode.COULD_NOT_RUN) -> None:
         super().__init__(message)
-        self.code = code
+        self.exit_code = code
+
+
+def _usage(message: str) -> ScoreCommandError:
+    return ScoreCommandError(message, ExitCode.USAGE)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_argument_group("what to score (give --input and --output, or --db)")
     source.add_argument("--input", metavar="PATH", help="pairs JSONL file to score ('-' reads stdin)")
     source.add_argument("--output", metavar="PATH", help="scores JSONL file to write (replaced atomically)")
-    source.add_argument("--db", metavar="URL", help="pair store URL (sqlite:///path or postgresql://...)")
+    source.add_argument(
+        "--db",
+        metavar="URL",
+        help="pair store URL (sqlite:///path or postgresql://...); without --input/--output the default is "
+        "SHADOW_DB, else db in --config, else the store `shadow serve` writes",
+    )
     source.add_argument("--experiment", metavar="NAME", help="store mode: only this experiment's pairs")
     source.add_argument(
         "--follow", action="store_true", help="store mode: keep scoring new pairs until stopped"
@@ -92,37 +101,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        return _run(args)
-    except ScoreCommandError as exc:
-        print(f"shadow score: error: {exc}", file=sys.stderr)
-        return exc.code
-
-
-def _run(args: argparse.Namespace) -> int:
+    """Score; a `ScoreCommandError` (or any `UserError`) propagates to `shadow.cli.main`, which prints it as
+    one line and exits with its `exit_code`."""
     file_mode = args.input is not None or args.output is not None
     if file_mode == (args.db is not None):
-        raise ScoreCommandError("give either --input and --output (file mode) or --db (store mode)")
+        raise _usage("give either --input and --output (file mode) or --db (store mode)")
     if file_mode and (args.input is None or args.output is None):
-        raise ScoreCommandError("file mode needs both --input PATH and --output PATH")
+        raise _usage("file mode needs both --input PATH and --output PATH")
     if file_mode and (args.follow or args.experiment):
-        raise ScoreCommandError("--follow and --experiment apply to store mode (--db) only")
+        raise _usage("--follow and --experiment apply to store mode (--db) only")
     if args.batch_size < 1 or args.chunk_size < 1:
-        raise ScoreCommandError("--batch-size and --chunk-size must be at least 1")
+        raise _usage("--batch-size and --chunk-size must be at least 1")
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", args.device.strip().lower()):
-        raise ScoreCommandError(f"--device must be auto, cpu, cuda or cuda:N, not {args.device!r}")
-    if args.interval <= 0:
-        raise ScoreCommandError("--interval must be a positive number of seconds")
+        raise _usage(f"--device must be auto, cpu, cuda or cuda:N, not {args.device!r}")
+    if not args.interval > 0 or args.interval == float("inf"):
+        raise _usage("--interval must be a positive number of seconds")
     try:
         names = parse_names(args.evaluators)
     except UnknownEvaluatorError as exc:
-        raise ScoreCommandError(str(exc)) from exc
+        raise _usage(str(exc)) from exc
     if args.engine == "ray":
         return _score_with_ray(args, names, file_mode)
-    if file_mode and args.input != "-" and not Path(args.input).is_file():
-        raise ScoreCommandError(
-            f"input file {args.input} does not exist; give the path of a pairs JSONL file"
-        )
+    if file_mode and args.input != "-":
+        _check_input_file(Path(args.input))
+    if file_mode and args.output != "-":
+        _check_output_path(Path(args.output))
     runner = _build_runner(args, names)
     if file_mode:
         return _score_file(args, runner)
@@ -137,9 +140,21 @@ def _build_runner(args: argparse.Namespace, names: list[str]) -> ScoreRunner:
     except (UnknownEvaluatorError, DeviceError) as exc:
         raise ScoreCommandError(str(exc)) from exc
     except EncoderLoadError as exc:
-        raise ScoreCommandError(
-            f"{exc}; run scripts/setup to build it, or pass --encoder", EXIT_FAILED
-        ) from exc
+        raise ScoreCommandError(f"{exc}; run scripts/setup to build it, or pass --encoder") from exc
+
+
+def _check_input_file(path: Path) -> None:
+    if path.is_dir():
+        raise ScoreCommandError(f"input {path} is a directory; give the path of a pairs JSONL file")
+    if not path.is_file():
+        raise ScoreCommandError(f"input file {path} does not exist; give the path of a pairs JSONL file")
+
+
+def _check_output_path(output: Path) -> None:
+    if output.is_dir():
+        raise _usage(f"--output {output} is a directory; give the path of the scores file to write")
+    if not output.parent.is_dir():
+        raise ScoreCommandError(f"the directory of --output ({output.parent}) does not exist")
 
 
 # --- file mode -----------------------------------------------------------------------------------------
@@ -147,8 +162,6 @@ def _build_runner(args: argparse.Namespace, names: list[str]) -> ScoreRunner:
 
 def _score_file(args: argparse.Namespace, runner: ScoreRunner) -> int:
     output = Path(args.output)
-    if args.output != "-" and not output.parent.is_dir():
-        raise ScoreCommandError(f"the directory of --output ({output.parent}) does not exist")
     started = time.monotonic()
     count = 0
     with contextlib.ExitStack() as stack:
@@ -159,20 +172,20 @@ def _score_file(args: argparse.Namespace, runner: ScoreRunner) -> int:
         try:
             if args.output == "-":  # a pipe: lines go out as they are scored, nothing to replace
                 for line in lines:
-                    sys.stdout.write(line + "\n")
+                    sys.stdout.write(_writable(line) + "\n")
                     count += 1
             else:
                 count = _write_atomically(output, lines)
         except PairFormatError as exc:
             raise ScoreCommandError(f"{args.input} {exc}; nothing was written to {output}") from exc
         except EvaluatorFailedError as exc:
-            raise ScoreCommandError(f"{exc}; nothing was written to {output}", EXIT_FAILED) from exc
+            raise ScoreCommandError(f"{exc}; nothing was written to {output}") from exc
         except KeyboardInterrupt as exc:
             raise ScoreCommandError(
-                f"interrupted; nothing was written to {output}", EXIT_INTERRUPTED
+                f"interrupted; nothing was written to {output}", ExitCode.INTERRUPTED
             ) from exc
     _report(count, started, runner.versions, f"-> {args.output}")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _write_atomically(output: Path, lines: Iterator[str]) -> int:
@@ -180,7 +193,9 @@ def _write_atomically(output: Path, lines: Iterator[str]) -> int:
     handle, temp_name = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
     count = 0
     try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as sink:
+        # backslashreplace: a lone surrogate (a `\ud83d` escape in the input) goes out as that escape again,
+        # which is the same JSON string; it is the only character UTF-8 cannot encode.
+        with os.fdopen(handle, "w", encoding="utf-8", newline="\n", errors="backslashreplace") as sink:
             for line in lines:
                 sink.write(line)
                 sink.write("\n")
@@ -193,6 +208,11 @@ def _write_atomically(output: Path, lines: Iterator[str]) -> int:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp_name)
     return count
+
+
+def _writable(line: str) -> str:
+    """The line with any lone surrogate as its JSON escape, so that a UTF-8 stream can take it."""
+    return line if line.isascii() else line.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _read_lines(source: IO[bytes], bar: Any) -> Iterator[bytes]:
@@ -208,13 +228,10 @@ def _score_store(args: argparse.Namespace, runner: ScoreRunner) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
     from evaluators import store_mode
-    from shadow.store.database import StoreError, describe_error, make_engine, redact_url
+    from shadow.store.database import describe_error, make_engine, redact_url
 
     url = redact_url(args.db)
-    try:
-        engine = make_engine(args.db)
-    except StoreError as exc:
-        raise ScoreCommandError(str(exc)) from exc
+    engine = make_engine(args.db)  # a StoreError names the URL's problem
     started = time.monotonic()
     stop = threading.Event()
     try:
@@ -245,15 +262,14 @@ def _score_store(args: argparse.Namespace, runner: ScoreRunner) -> int:
     except SQLAlchemyError as exc:
         raise ScoreCommandError(
             f"the pair store at {url} failed ({describe_error(exc)}); "
-            "check that it is reachable and migrated",
-            EXIT_FAILED,
+            f"check that it is reachable and migrated (`shadow db upgrade --db {url}`)"
         ) from exc
     except EvaluatorFailedError as exc:
-        raise ScoreCommandError(f"{exc}; the chunks scored before it are stored", EXIT_FAILED) from exc
+        raise ScoreCommandError(f"{exc}; the chunks scored before it are stored") from exc
     finally:
         engine.dispose()
     _report(count, started, runner.versions, f"-> {url}")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 @contextlib.contextmanager
@@ -285,9 +301,9 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
 def _score_with_ray(args: argparse.Namespace, names: list[str], file_mode: bool) -> int:
     """Score on Ray Data; the output (a file replaced atomically, or store rows) is the local engine's."""
     if args.follow:
-        raise ScoreCommandError("--follow is not supported with --engine ray; run it again instead")
+        raise _usage("--follow is not supported with --engine ray; run it again instead")
     if args.ray_workers < 1:
-        raise ScoreCommandError("--ray-workers must be at least 1")
+        raise _usage("--ray-workers must be at least 1")
     if file_mode and (args.input == "-" or not Path(args.input).exists()):
         raise ScoreCommandError(
             "--engine ray reads --input from a file or directory of JSONL / Parquet shards"
@@ -333,9 +349,9 @@ def _score_with_ray(args: argparse.Namespace, names: list[str], file_mode: bool)
             if file_mode
             else "; the batches scored before it are stored"
         )
-        raise ScoreCommandError(f"{exc}{nothing}", EXIT_FAILED) from exc
+        raise ScoreCommandError(f"{exc}{nothing}") from exc
     _report(count, started, versions, where)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 # --- shared --------------------------------------------------------------------------------------------

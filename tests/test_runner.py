@@ -3,8 +3,8 @@ evaluators, plus the output format of the real `length` and `loop` evaluators on
 
 from __future__ import annotations
 
-import argparse
 import json
+import logging
 import math
 import os
 import subprocess
@@ -18,7 +18,7 @@ import pytest
 from evaluators.base import Evaluator, ScoringContext, TextPair
 from evaluators.registry import EVALUATORS, UnknownEvaluatorError, load_evaluators, parse_names
 from evaluators.runner import EvaluatorFailedError, ScoreRunner, score_lines
-from shadow import score_command
+from shadow.core.errors import ExitCode
 from shadow.core.pairs import PairFormatError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -258,7 +258,8 @@ def test_bad_lines_name_their_line_number() -> None:
 
 
 def test_score_frame_adds_flat_metric_columns() -> None:
-    pd = pytest.importorskip("pandas")
+    import pandas as pd
+
     from evaluators.frame import score_frame
 
     objs = [
@@ -279,7 +280,8 @@ def test_score_frame_adds_flat_metric_columns() -> None:
 
 
 def test_score_frame_reads_what_pandas_reads_from_jsonl(tmp_path: Path) -> None:
-    pd = pytest.importorskip("pandas")
+    import pandas as pd
+
     from evaluators.frame import score_frame
 
     path = tmp_path / "pairs.jsonl"
@@ -306,11 +308,10 @@ def test_registry_names_and_errors() -> None:
 
 
 def test_text_evaluators_never_import_torch() -> None:
-    names = ",".join(n for n in ("length", "loop") if _importable(n)) or "tests.test_runner:CharRatio"
     code = (
         "import sys\n"
         "from evaluators.runner import ScoreRunner\n"
-        f"runner = ScoreRunner.build({names!r}, device='cuda')\n"
+        "runner = ScoreRunner.build('length,loop', device='cuda')\n"
         "assert runner.context.encoder is None\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
         "assert 'sentence_transformers' not in sys.modules\n"
@@ -318,21 +319,11 @@ def test_text_evaluators_never_import_torch() -> None:
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
 
 
-def _importable(name: str) -> bool:
-    try:
-        load_evaluators([name])
-    except UnknownEvaluatorError:
-        return False
-    return True
-
-
-# --- the real text evaluators (skipped until their modules exist) ------------------------------------------
+# --- the real evaluators ---------------------------------------------------------------------------------
 
 
 def test_real_length_and_loop_output_format() -> None:
-    available = [n for n in ("length", "loop") if _importable(n)]
-    if not available:
-        pytest.skip("neither evaluators/length.py nor evaluators/loop.py exists yet")
+    available = ["length", "loop"]
     loop_text = "答案如下。" + "我们需要继续努力学习。" * 12
     objs = [
         pair("p1", ZH + EN, loop_text, secondary=ZH + EN, candidate_finish_reason="length"),
@@ -349,16 +340,13 @@ def test_real_length_and_loop_output_format() -> None:
         else:
             assert set(out[0][name]) == {"baseline", "candidate", "secondary"}
             assert out[1][name]["candidate"] is None and isinstance(out[1][name]["baseline"], dict)
-    if "loop" in available:
-        assert out[0]["loop"]["candidate"]["flag"] is True
-        assert out[0]["loop"]["baseline"]["flag"] is False
+    assert out[0]["loop"]["candidate"]["flag"] is True
+    assert out[0]["loop"]["baseline"]["flag"] is False
 
 
 @pytest.mark.slow  # loads the encoder
 def test_all_real_evaluators_output_format() -> None:
-    names = [n for n in EVALUATORS if _importable(n)]
-    if not any(load_evaluators([n])[0].needs_encoder for n in names):
-        pytest.skip("no encoder-based evaluator exists yet")
+    names = list(EVALUATORS)
     objs = [
         pair("p1", ZH, ZH + "我们明天再去。", secondary=ZH),
         pair("p2", EN, "I cannot help with that.", secondary=None),
@@ -383,9 +371,16 @@ def test_all_real_evaluators_output_format() -> None:
 
 
 def run_cli(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="shadow score")
-    score_command.add_arguments(parser)
-    return score_command.run(parser.parse_args(list(argv)))
+    """`shadow score ARGV` through the CLI's one error boundary (`shadow.cli.main`)."""
+    from shadow.cli import main
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        return main(["score", *argv])
+    finally:  # main() configures logging for the process; leave it as it was
+        root.handlers[:] = handlers
+        root.setLevel(level)
 
 
 def write_pairs(path: Path, objs: list[dict[str, Any]], extra_lines: Sequence[str] = ()) -> Path:
@@ -428,7 +423,7 @@ def test_cli_bad_line_stops_with_its_number_and_writes_nothing(
     code = run_cli(
         "--input", str(source), "--output", str(target), "--evaluators", FAKES, "--chunk-size", "2"
     )
-    assert code == 2
+    assert code == ExitCode.COULD_NOT_RUN
     err = capsys.readouterr().err
     assert "line 4: not valid JSON" in err and "nothing was written" in err
     assert target.read_text() == "previous run\n"
@@ -437,7 +432,7 @@ def test_cli_bad_line_stops_with_its_number_and_writes_nothing(
 
 def test_cli_missing_input_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = run_cli("--input", str(tmp_path / "nope.jsonl"), "--output", str(tmp_path / "o.jsonl"))
-    assert code == 2
+    assert code == ExitCode.COULD_NOT_RUN
     err = capsys.readouterr().err
     assert "input file" in err and "nope.jsonl does not exist" in err
     assert not (tmp_path / "o.jsonl").exists()
@@ -450,27 +445,32 @@ def test_cli_unknown_evaluator_lists_the_known_ones(
     code = run_cli(
         "--input", str(source), "--output", str(tmp_path / "o.jsonl"), "--evaluators", "length,bleu"
     )
-    assert code == 2
+    assert code == ExitCode.USAGE
     assert (
         "unknown evaluator 'bleu'; known evaluators: semantic, length, loop, coherence"
         in capsys.readouterr().err
     )
 
 
-def test_cli_mode_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert run_cli() == 2
+def test_cli_mode_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no store where the settings point by default (./shadow.db)
+    monkeypatch.delenv("SHADOW_DB", raising=False)
+    assert run_cli() == ExitCode.USAGE
     assert "give either --input and --output" in capsys.readouterr().err
-    assert run_cli("--input", "x.jsonl") == 2
+    assert run_cli("--input", "x.jsonl") == ExitCode.USAGE
     assert "needs both --input PATH and --output PATH" in capsys.readouterr().err
-    assert run_cli("--input", "x", "--output", "y", "--follow") == 2
+    assert run_cli("--input", "x", "--output", "y", "--follow") == ExitCode.USAGE
     assert "store mode (--db) only" in capsys.readouterr().err
-    assert run_cli("--input", "x", "--output", "y", "--device", "gpu") == 2
+    assert run_cli("--input", "x", "--output", "y", "--device", "gpu") == ExitCode.USAGE
     assert "--device must be auto, cpu, cuda or cuda:N, not 'gpu'" in capsys.readouterr().err
 
 
 @pytest.mark.slow  # imports torch and sentence-transformers (~10 s on a small CPU)
 def test_cli_cuda_asked_but_absent(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    torch = pytest.importorskip("torch")
+    import torch
+
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     source = write_pairs(tmp_path / "pairs.jsonl", [pair("p1", ZH, EN)])
@@ -478,13 +478,13 @@ def test_cli_cuda_asked_but_absent(tmp_path: Path, capsys: pytest.CaptureFixture
         "--input", str(source), "--output", str(tmp_path / "o.jsonl"),
         "--evaluators", "tests.test_runner:NeedsEncoder", "--device", "cuda",
     )  # fmt: skip
-    assert code == 2
+    assert code == ExitCode.COULD_NOT_RUN
     err = capsys.readouterr().err
     assert "cannot use device 'cuda'" in err and "no CUDA GPU" in err
     assert not (tmp_path / "o.jsonl").exists()
 
 
-def test_cli_evaluator_failure_exits_1_and_writes_nothing(
+def test_cli_evaluator_failure_exits_3_and_writes_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     source = write_pairs(tmp_path / "pairs.jsonl", [pair("p1", ZH, EN)])
@@ -496,6 +496,6 @@ def test_cli_evaluator_failure_exits_1_and_writes_nothing(
         "--evaluators",
         "tests.test_runner:Broken",
     )
-    assert code == 1
+    assert code == ExitCode.COULD_NOT_RUN
     assert "evaluator 'broken'" in capsys.readouterr().err
     assert not (tmp_path / "o.jsonl").exists()

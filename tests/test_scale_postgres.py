@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 from sqlalchemy import select, text
 
-from evaluators.store_mode import _page, _pending_filter
+from evaluators.store_queries import page, pending_filter
 from shadow.core.settings import Settings
 from shadow.sidecar.server import start_sidecar
 from shadow.simulator import SimulatedModel, start_simulator
@@ -106,14 +106,14 @@ def test_scorer_gate_and_prune_queries_use_indexes_at_a_million_pairs(postgres_u
     cursor = (datetime(2026, 2, 1, tzinfo=UTC), "0" * 26)
     # The scorer: one page of unscored pairs of an experiment, after a cursor.
     scorer = plan(
-        _page(select(pairs_table).where(_pending_filter(versions, None)), "exp-3", cursor).limit(1024)
+        page(select(pairs_table).where(pending_filter(versions, None)), "exp-3", cursor).limit(1024)
     )
     assert "Seq Scan on pairs" not in scorer and "using ix_pairs_" in scorer, scorer
     assert "using uq_scores_pair_id_evaluator_version" in scorer, (
         scorer
     )  # the anti-join probes the unique index
     # The gate and the report: one experiment's pairs in time order, page by page.
-    gate = plan(_page(select(pairs_table), "exp-3", cursor).limit(1024))
+    gate = plan(page(select(pairs_table), "exp-3", cursor).limit(1024))
     assert "Seq Scan on pairs" not in gate and "using ix_pairs_" in gate, gate
     # A time window (`--since`) and retention (`shadow db prune`).
     recent = plan(select(pairs_table.c.id).where(pairs_table.c.created_at > datetime(2026, 4, 9, tzinfo=UTC)))

@@ -170,10 +170,14 @@ def test_cli_store_mode_and_rerun(engine: Engine, db_url: str, capsys: pytest.Ca
 
 
 def test_cli_store_mode_on_an_unmigrated_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = run_cli("--db", f"sqlite:///{tmp_path / 'empty.db'}", "--evaluators", FAKES)
-    assert code == 1
+    missing = tmp_path / "missing.db"
+    assert run_cli("--db", f"sqlite:///{missing}", "--evaluators", FAKES) == 3  # ExitCode.COULD_NOT_RUN
+    assert "there is no database at" in capsys.readouterr().err
+    assert not missing.exists()  # reading a store never creates an empty one
+    (tmp_path / "empty.db").touch()
+    assert run_cli("--db", f"sqlite:///{tmp_path / 'empty.db'}", "--evaluators", FAKES) == 3
     err = capsys.readouterr().err
-    assert "the pair store at sqlite:///" in err and "no such table" in err and "migrated" in err
+    assert "never been migrated" in err and "shadow db upgrade --db sqlite:///" in err
 
 
 def test_follow_scores_new_pairs_and_stops_cleanly_on_sigterm(engine: Engine, db_url: str) -> None:

@@ -111,10 +111,10 @@ def test_help_is_complete_and_secrets_are_not_shown():
     assert "<secret>" in help_text
 
 
-def test_errors_are_one_sentence_with_exit_code_2(tmp_path, capsys):
-    assert main(["serve", "--candidate", "http://b/v1"]) == 2
+def test_errors_are_one_sentence_with_exit_code_3(tmp_path, capsys):
+    assert main(["serve", "--candidate", "http://b/v1"]) == 3  # ExitCode.COULD_NOT_RUN
     assert "--primary is required" in capsys.readouterr().err
-    assert main(["import", str(tmp_path / "missing.jsonl"), "--db", f"sqlite:///{tmp_path}/x.db"]) == 2
+    assert main(["import", str(tmp_path / "missing.jsonl"), "--db", f"sqlite:///{tmp_path}/x.db"]) == 3
     err = capsys.readouterr().err
     assert "missing.jsonl" in err and "Traceback" not in err
 
@@ -164,15 +164,15 @@ def test_help_of_every_command_still_works():
 def test_log_level_is_applied_and_a_bad_one_is_one_sentence(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("SHADOW_LOG_LEVEL", raising=False)
     assert (
-        main(["serve", "--log-level", "LOUD", "--primary", "http://a/v1", "--candidate", "http://b/v1"]) == 2
+        main(["serve", "--log-level", "LOUD", "--primary", "http://a/v1", "--candidate", "http://b/v1"]) == 3
     )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "log_level must be one of DEBUG, INFO, WARNING, ERROR or CRITICAL" in err
 
     missing = ["import", str(tmp_path / "missing.jsonl"), "--db", f"sqlite:///{tmp_path}/x.db"]
     monkeypatch.setenv("SHADOW_LOG_LEVEL", "warning")  # commands without the flag read the variable
-    assert main(missing) == 2
+    assert main(missing) == 3
     assert logging.getLogger().level == logging.WARNING
     monkeypatch.setenv("SHADOW_LOG_LEVEL", "chatty")
-    assert main(missing) == 2
+    assert main(missing) == 3
     assert "log_level must be one of" in capsys.readouterr().err

@@ -292,6 +292,7 @@
 
   function showPair(p) {
     state.selected = p;
+    const show = (v) => (typeof v === "boolean" ? (v ? "yes" : "no") : typeof v === "number" ? fmt(v, 3) : "–");
     const view = $("pair-view");
     view.hidden = false;
     $("pv-id").textContent = p.id;
@@ -300,10 +301,11 @@
     const facts = [
       ["language", p.language],
       ["answer", p.answer_length],
-      ["divergence", fmt(p.divergence, 3)],
-      ["log length ratio", fmt(p.log_ratio, 2)],
-      ["loop score", fmt(p.loop_candidate, 2) + " (primary " + fmt(p.loop_baseline, 2) + ")"],
-      ["coherence", fmt(p.coherence_candidate, 2) + " (primary " + fmt(p.coherence_baseline, 2) + ")"],
+      // Every declared evaluator output: [label, candidate, reference, reference's name].
+      ...p.scores.map(([label, value, reference, against]) => [
+        label,
+        show(value) + (reference === null || reference === undefined ? "" : " (" + against + " " + show(reference) + ")"),
+      ]),
       ["created", p.created_at],
     ];
     for (const [label, value] of facts) {

@@ -19,7 +19,7 @@ class ExitCode(IntEnum):
     OK = 0
     """Done; for `shadow gate`, the candidate passed."""
     FAIL = 1
-    """`shadow gate`: the candidate failed."""
+    """`shadow gate`: the candidate failed; `shadow import`: some lines were rejected (the rest imported)."""
     INCONCLUSIVE = 2
     """`shadow gate`: not enough evidence either way (or a marginal score: a person should look)."""
     COULD_NOT_RUN = 3
@@ -32,8 +32,25 @@ class ExitCode(IntEnum):
 
 class UserError(Exception):
     """Something the user can fix: a bad flag value, a missing file, a malformed line, an unreachable
-    database. The message is one sentence that names what to change."""
+    database. The message is one sentence that names what to change.
+
+    `exit_code` is what `shadow.cli.main` exits with; a subclass (or one instance) may choose another.
+    """
+
+    exit_code: ExitCode = ExitCode.COULD_NOT_RUN
 
 
 class UsageError(UserError):
     """A command line that does not make sense (exit `ExitCode.USAGE`, like argparse's own errors)."""
+
+    exit_code = ExitCode.USAGE
+
+
+def one_line(message: object) -> str:
+    """The message on one line: a multi-line text (a driver's, a parser's) joined with "; ".
+
+    >>> one_line("cannot connect\\n  is the server running?\\n")
+    'cannot connect; is the server running?'
+    """
+    lines = [line.strip() for line in str(message).splitlines()]
+    return "; ".join(line for line in lines if line) or type(message).__name__

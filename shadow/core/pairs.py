@@ -14,6 +14,10 @@ from typing import Any
 
 from ulid import ULID
 
+from shadow.core.errors import UserError
+from shadow.core.timeparse import TimeFormatError, format_time, parse_time
+from shadow.core.view import answered
+
 SIDES = ("baseline", "candidate", "secondary")
 """The three sides of a pair. `baseline` is the primary's answer, the one the user received."""
 
@@ -36,7 +40,14 @@ CORE_FIELDS = (
 )
 
 
-class PairFormatError(ValueError):
+TEXT_FIELDS = ("prompt", *SIDES)
+"""Fields that hold text: a string, or null (a side that produced no text)."""
+
+TOO_DEEP = "JSON nested too deeply to read (a pair is only a few levels deep)"
+"""What a line gets when `json` gives up on its nesting (RecursionError), wherever it is read."""
+
+
+class PairFormatError(UserError, ValueError):
     """A JSONL line that is not a pair; the message says which field is wrong."""
 
 
@@ -65,7 +76,8 @@ class SideOutput:
 
     @property
     def ok(self) -> bool:
-        return self.error is None and self.status is not None and 200 <= self.status < 300
+        """`shadow.core.view.answered`: the one rule every reader uses."""
+        return answered(self.status, self.error)
 
 
 @dataclass(slots=True)
@@ -101,7 +113,7 @@ class Pair:
         out: dict[str, Any] = {
             "id": self.id,
             "experiment": self.experiment,
-            "created_at": _format_time(self.created_at),
+            "created_at": format_time(self.created_at),
             "route": self.route,
             "stream": self.stream,
             "request": self.request,
@@ -119,7 +131,7 @@ class Pair:
             out[name] = side.text
             for f in SIDE_FIELDS:
                 value = getattr(side, f)
-                out[f"{name}_{f}"] = _format_time(value) if isinstance(value, datetime) else value
+                out[f"{name}_{f}"] = format_time(value) if isinstance(value, datetime) else value
         for key, value in self.extra.items():
             out.setdefault(key, value)
         return out
@@ -140,6 +152,12 @@ class Pair:
         notes = obj.get("capture_notes") or []  # files written before the field existed have none
         if not isinstance(notes, list):
             raise PairFormatError("field 'capture_notes' must be a list of strings")
+        for name in TEXT_FIELDS:
+            text = obj.get(name)
+            if text is not None and not isinstance(text, str):
+                raise PairFormatError(
+                    f"field {name!r} must be a string (or null), got {_json_type(text)}: {_preview(text)}"
+                )
         known = set(CORE_FIELDS) | set(SIDES) | {f"{s}_{f}" for s in SIDES for f in SIDE_FIELDS}
         sides: dict[str, SideOutput | None] = {}
         for name in SIDES:
@@ -183,6 +201,8 @@ def loads(line: str, *, line_number: int | None = None) -> Pair:
         obj = json.loads(line)
     except json.JSONDecodeError as exc:
         raise PairFormatError(f"{where}not valid JSON ({exc.msg} at column {exc.colno})") from exc
+    except RecursionError:
+        raise PairFormatError(f"{where}{TOO_DEEP}") from None
     try:
         return Pair.from_json(obj)
     except PairFormatError as exc:
@@ -216,21 +236,21 @@ def content_text(content: Any) -> str:
     return ""
 
 
-def _format_time(value: datetime) -> str:
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def _parse_time(value: Any, name: str) -> datetime:
-    if isinstance(value, datetime):
-        parsed = value
-    else:
-        try:
-            parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-        except ValueError as exc:
-            raise PairFormatError(f"field {name!r} is not an ISO 8601 time: {value!r}") from exc
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    try:
+        return parse_time(value, name)
+    except TimeFormatError as exc:
+        raise PairFormatError(str(exc)) from None
+
+
+def _json_type(value: Any) -> str:
+    names = {bool: "a boolean", int: "a number", float: "a number", list: "a list", dict: "an object"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _preview(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str) if not isinstance(value, dict | list) else ""
+    return text[:40] if text else ("[...]" if isinstance(value, list) else "{...}")
 
 
 __all__ = [

@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from shadow.core.pairs import PairFormatError
+from shadow.core.pairs import TOO_DEEP, PairFormatError
 
 
 def iter_json_objects(
@@ -31,6 +31,8 @@ def iter_json_objects(
             raise PairFormatError(
                 f"{where}line {number}: not valid JSON ({exc.msg} at column {exc.colno})"
             ) from exc
+        except RecursionError:
+            raise PairFormatError(f"{where}line {number}: {TOO_DEEP}") from None
         if not isinstance(obj, dict):
             raise PairFormatError(f"{where}line {number}: not a JSON object")
         yield number, obj

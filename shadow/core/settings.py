@@ -12,14 +12,16 @@ import json
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, get_type_hints
+
+from shadow.core.errors import UserError
 
 ENV_PREFIX = "SHADOW_"
 
 
-class SettingsError(ValueError):
+class SettingsError(UserError, ValueError):
     """A setting with a bad value; the message names the setting and what it accepts."""
 
 
@@ -187,14 +189,6 @@ class Settings:
     def with_overrides(self, **values: Any) -> Settings:
         return replace(self, **coerce_values(values, source="override"))
 
-    def public_dict(self) -> dict[str, Any]:
-        """For logs and --help: secrets shown only as set / unset."""
-        out = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            out[f.name] = ("<set>" if value else "<unset>") if f.metadata.get("secret") else value
-        return out
-
 
 def split_host_port(value: str, name: str = "address") -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
@@ -222,10 +216,6 @@ def admin_token_required(settings: Settings) -> bool:
             "set admin_token (or SHADOW_ADMIN_TOKEN)"
         )
     return required
-
-
-def setting_fields() -> list[Any]:
-    return list(fields(Settings))
 
 
 def _types() -> dict[str, Any]:
@@ -265,7 +255,10 @@ def _coerce(key: str, raw: Any, target: Any, source: str) -> Any:
                 return tuple(item.strip() for item in raw.split(",") if item.strip())
             return tuple(str(item) for item in raw)
     except (TypeError, ValueError) as exc:
-        raise SettingsError(f"setting {key!r} from {source}: cannot use {raw!r} as {target}") from exc
+        kinds = {bool: "true or false", int: "a whole number", float: "a number"}
+        raise SettingsError(
+            f"setting {key!r} from {source}: cannot use {raw!r}; give {kinds.get(target, 'a list of names')}"
+        ) from exc
     raise SettingsError(f"setting {key!r}: unsupported type {target}")
 
 
@@ -314,10 +307,3 @@ def load_settings(
     if flags:
         values.update(coerce_values({k: v for k, v in flags.items() if v is not None}, source="command line"))
     return Settings(**values)
-
-
-def default_of(name: str) -> Any:
-    f = next(f for f in fields(Settings) if f.name == name)
-    if f.default is not MISSING:
-        return f.default
-    return f.default_factory()  # type: ignore[misc]

@@ -21,18 +21,21 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from shadow.core.errors import UserError
+
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_DURATION = timedelta(days=36500)
 """A hundred years: longer is a typo, and `datetime` arithmetic would overflow soon after."""
 
 
-class TimeFormatError(ValueError):
+class TimeFormatError(UserError, ValueError):
     """A time or duration that cannot be read; the message shows the expected form."""
 
 
 def parse_instant(value: Any) -> datetime | None:
-    """An aware UTC-compatible datetime, or None when `value` is not a time."""
+    """An aware datetime in UTC, or None when `value` is not a time (or not one UTC can hold: an offset
+    that pushes it past year 9999 or before year 1)."""
     if isinstance(value, datetime):
         parsed = value
     elif isinstance(value, str) and value:
@@ -42,20 +45,28 @@ def parse_instant(value: Any) -> datetime | None:
             return None
     else:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:00-05:00 is a valid ISO time but no datetime in UTC
+        return None
 
 
 def parse_time(value: Any, name: str) -> datetime:
     """Like `parse_instant`, but a bad value raises `TimeFormatError` naming the field."""
     parsed = parse_instant(value if isinstance(value, datetime) else str(value))
     if parsed is None:
-        raise TimeFormatError(f"field {name!r} is not an ISO 8601 time: {str(value)[:60]!r}")
+        raise TimeFormatError(
+            f"field {name!r} is not an ISO 8601 time between years 1 and 9999 (UTC), "
+            f"such as 2026-01-02T03:04:05Z: {str(value)[:60]!r}"
+        )
     return parsed
 
 
 def parse_duration(text: str) -> timedelta:
     """`90s`, `15m`, `2h`, `1d`, or a bare number of seconds; at most `MAX_DURATION`."""
-    match = _DURATION_RE.match(str(text))
+    match = _DURATION_RE.fullmatch(str(text))
     if not match:
         raise TimeFormatError(f"{str(text)[:60]!r} is not a duration; use e.g. 90s, 15m, 2h or 1d")
     seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]

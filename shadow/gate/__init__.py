@@ -1,8 +1,10 @@
 """`shadow gate`: may the candidate take more traffic? Pass, fail or inconclusive, with reasons.
 
-The pipeline reads top-down: `policy.py` (what to check, how strictly) → `checks.py` (read the scored
-pairs, judge each check with `stats.py`) → `judge.py` (score and verdict) → `render.py` (table),
-`command.py` (CLI) and `http.py` (admin API for Argo Rollouts and Flagger).
+The pipeline reads top-down: `policy.py` (what to check, how strictly; the quality checks' defaults are
+declared by the evaluators) → `sample.py` (read the scored pairs through `shadow.core.view` and the
+evaluators' declared outputs) → `checks.py` (judge each check with `stats.py`, shaped by `judging.py`) →
+`judge.py` (score and verdict) → `render.py` (table), `command.py` (CLI) and `http.py` (admin API for
+Argo Rollouts and Flagger).
 """
 
 from __future__ import annotations

@@ -29,18 +29,19 @@ from aiohttp import web
 
 from shadow.core.auth import bearer_matches
 from shadow.core.labels import ExperimentLabels
-from shadow.gate.command import parse_duration, parse_segments
+from shadow.core.timeparse import MAX_DURATION, parse_duration
+from shadow.core.verdicts import Verdict
+from shadow.gate.command import parse_segments
 from shadow.gate.judge import evaluate_gate
 from shadow.gate.policy import GatePolicy
 
 RecordLoader = Callable[[str], Awaitable[Iterable[dict[str, Any]]] | Iterable[dict[str, Any]]]
-VERDICTS = ("pass", "fail", "inconclusive")
-FLAGGER_STATUS = {"pass": 200, "fail": 412, "inconclusive": 409}
+VERDICTS = tuple(Verdict)
+FLAGGER_STATUS = {Verdict.PASS: 200, Verdict.FAIL: 412, Verdict.INCONCLUSIVE: 409}
 
 MAX_EXPERIMENT_CHARS = 200
 MAX_SEGMENT_TAGS = 20
 # `now - since` must stay a date; a century covers every real window.
-MAX_SINCE = timedelta(days=36500)
 WINDOW_OPTIONS = ("since", "last", "segment")
 
 
@@ -221,7 +222,7 @@ def parse_window(options: Mapping[str, str]) -> tuple[timedelta | None, int | No
             raise GateRequestError(
                 f"since={since_text[:40]!r} is not a duration; use e.g. 15m, 2h or 7d"
             ) from None
-        if since > MAX_SINCE:
+        if since > MAX_DURATION:
             raise GateRequestError(
                 f"since={since_text[:40]!r} is longer than a century; use e.g. 15m, 2h or 7d"
             )
@@ -285,7 +286,7 @@ def _reportable(result: dict[str, Any]) -> dict[str, Any]:
 
 def _inconclusive(experiment: str, reason: str) -> dict[str, Any]:
     return {
-        "verdict": "inconclusive",
+        "verdict": Verdict.INCONCLUSIVE,
         "score": 0.0,
         "n_pairs": 0,
         "reason": reason,

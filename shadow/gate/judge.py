@@ -15,8 +15,10 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shadow.core.text import language_of
-from shadow.gate.checks import ERROR, FAIL, NODATA, PASS, collect, run_checks
+from shadow.core import view
+from shadow.core.timeparse import parse_instant
+from shadow.core.verdicts import CheckVerdict, Verdict
+from shadow.gate.checks import run_checks
 from shadow.gate.policy import GatePolicy
 
 SEQUENTIAL_METHOD = (
@@ -43,7 +45,7 @@ def evaluate_gate(
     """
     policy = policy or GatePolicy()
     selected = select_pairs(records, segment=segment, since=since, last=last, now=now, experiment=experiment)
-    checks = run_checks(collect(selected, policy), policy)
+    checks = run_checks(selected, policy)
     verdict, score, reason = decide(checks, policy)
     return _json_safe(
         {
@@ -84,60 +86,56 @@ def select_pairs(
 
 
 def matches_segment(record: dict[str, Any], wanted: dict[str, str]) -> bool:
-    tags = record.get("segment") or {}
-    for key, value in wanted.items():
-        if key in tags:
-            if str(tags[key]) != value:
-                return False
-        elif key == "lang":
-            text = f"{record.get('prompt') or ''}\n{record.get('baseline') or ''}"
-            if language_of(text) != value:
-                return False
-        else:
-            return False
-    return True
+    """Whether the pair's segment tags match (`lang`, when not a tag, is `view.pair_language`)."""
+    return all(view.segment_value(record, key) == value for key, value in wanted.items())
 
 
-def decide(checks: list[dict[str, Any]], policy: GatePolicy) -> tuple[str, float, str]:
-    critical_failures = [c for c in checks if c["critical"] and c["verdict"] == FAIL]
+def decide(checks: list[dict[str, Any]], policy: GatePolicy) -> tuple[Verdict, float, str]:
+    critical_failures = [c for c in checks if c["critical"] and c["verdict"] == CheckVerdict.FAIL]
     if critical_failures:
         names = ", ".join(c["name"] for c in critical_failures)
-        return "fail", 0.0, f"critical check(s) failed: {names}. {critical_failures[0]['reason']}"
-    missing = [c for c in checks if c["required"] and c["verdict"] in (NODATA, ERROR)]
-    judged = [c for c in checks if not c["critical"] and c["verdict"] in (PASS, FAIL)]
+        return Verdict.FAIL, 0.0, f"critical check(s) failed: {names}. {critical_failures[0]['reason']}"
+    missing = [
+        c for c in checks if c["required"] and c["verdict"] in (CheckVerdict.NODATA, CheckVerdict.ERROR)
+    ]
+    judged = [
+        c for c in checks if not c["critical"] and c["verdict"] in (CheckVerdict.PASS, CheckVerdict.FAIL)
+    ]
     total = sum(c["weight"] for c in judged)
-    score = 100.0 * sum(c["weight"] for c in judged if c["verdict"] == PASS) / total if total > 0 else 100.0
+    score = (
+        100.0 * sum(c["weight"] for c in judged if c["verdict"] == CheckVerdict.PASS) / total
+        if total > 0
+        else 100.0
+    )
     if missing:
         names = ", ".join(c["name"] for c in missing)
         return (
-            "inconclusive",
+            Verdict.INCONCLUSIVE,
             (score if judged else 0.0),
             f"no verdict yet for: {names}. {missing[0]['reason']}",
         )
-    failed = [c for c in judged if c["verdict"] == FAIL]
+    failed = [c for c in judged if c["verdict"] == CheckVerdict.FAIL]
     if score < policy.marginal_score:
         names = ", ".join(c["name"] for c in failed)
-        return "fail", score, f"score {score:.0f} is below {policy.marginal_score:.0f}; failed: {names}."
+        return (
+            Verdict.FAIL,
+            score,
+            f"score {score:.0f} is below {policy.marginal_score:.0f}; failed: {names}.",
+        )
     if score < policy.pass_score:
         names = ", ".join(c["name"] for c in failed)
         return (
-            "inconclusive",
+            Verdict.INCONCLUSIVE,
             score,
             f"score {score:.0f} is marginal (pass at {policy.pass_score:.0f}); failed: {names}; "
             "a person should look.",
         )
-    return "pass", score, f"all checks passed (score {score:.0f})."
+    return Verdict.PASS, score, f"all checks passed (score {score:.0f})."
 
 
 def _created_at(record: dict[str, Any]) -> datetime:
-    value = record.get("created_at")
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    try:
-        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return datetime.min.replace(tzinfo=UTC)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    """When the pair was created; a pair without a readable time sorts first (and is outside any window)."""
+    return parse_instant(record.get("created_at")) or datetime.min.replace(tzinfo=UTC)
 
 
 def _json_safe(value: Any) -> Any:

@@ -21,19 +21,23 @@ absolute_threshold = 0.30  # used only when there are too few secondaries for a 
 min_pairs = 80
 ```
 
-Every check and its default is listed in `DEFAULT_CHECKS`; `shadow gate --help` and the README point
+Every check and its default is listed by `default_checks()`; `shadow gate --help` and the README point
 here.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from evaluators.metrics import checked_metrics
+from shadow.core.errors import UserError
 
-class PolicyError(ValueError):
+
+class PolicyError(UserError, ValueError):
     """A policy file that cannot be used; the message says which key is wrong and how to fix it."""
 
 
@@ -51,20 +55,8 @@ class CheckPolicy:
     """Overrides the policy-wide `min_pairs` for this check."""
 
 
-DEFAULT_CHECKS: dict[str, CheckPolicy] = {
-    # Quality, against the noise floor (primary vs secondary) where secondaries exist.
-    # Effect: Vargha-Delaney A - 0.5, i.e. P(candidate divergence > noise divergence) - 1/2.
-    "semantic_divergence": CheckPolicy(weight=3.0, tolerance=0.08, absolute_threshold=0.35),
-    # Effect: A - 0.5 on |log(candidate units / baseline units)| vs the same for the secondary.
-    "length_ratio": CheckPolicy(critical=True, tolerance=0.10, absolute_threshold=0.30),
-    # Effect: candidate loop rate - primary loop rate (absolute).
-    "loop_rate": CheckPolicy(critical=True, tolerance=0.01, min_pairs=100),
-    # Long Chinese answers. Effect: A - 0.5 that the primary's coherence beats the candidate's.
-    "coherence_score": CheckPolicy(weight=1.0, required=False, tolerance=0.08),
-    # Long Chinese answers. Effect: candidate break rate - primary break rate.
-    "coherence_break_rate": CheckPolicy(critical=True, required=False, tolerance=0.02),
-    # Operational, from canary practice.
-    # Effect: candidate 5xx/transport-error rate; fails above 2 %.
+OPERATIONAL_DEFAULTS: dict[str, CheckPolicy] = {
+    # From canary practice. Effect: candidate 5xx/transport-error rate; fails above 2 %.
     "error_rate": CheckPolicy(critical=True, tolerance=0.02, min_pairs=20),
     # Effect: candidate failure rate / primary failure rate; fails above 1.5x.
     "failure_rate": CheckPolicy(critical=True, tolerance=1.5, min_pairs=20),
@@ -72,6 +64,20 @@ DEFAULT_CHECKS: dict[str, CheckPolicy] = {
     "latency_p95": CheckPolicy(critical=True, tolerance=1.3),
     "ttft_p95": CheckPolicy(critical=True, required=False, tolerance=1.3),
 }
+"""The operational checks' defaults; the quality checks' defaults are declared by the evaluators."""
+
+
+def default_checks() -> dict[str, CheckPolicy]:
+    """Every check and its default: one per evaluator output that declares a `GateCheck` (semantic
+    divergence, length ratio, loop rate, coherence score and break rate), then the operational ones."""
+    # A declared `GateCheck` and a `CheckPolicy` share their knobs; the evaluators cannot import the gate.
+    knobs = [f.name for f in fields(CheckPolicy) if f.name != "enabled"]
+    checks = {
+        metric.output.check.name: CheckPolicy(**{knob: getattr(metric.output.check, knob) for knob in knobs})
+        for metric in checked_metrics()
+    }
+    checks.update(OPERATIONAL_DEFAULTS)
+    return checks
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +88,7 @@ class GatePolicy:
     min_pairs: int = 50
     min_noise_pairs: int = 20
     mixture_scale: float = 0.25
-    checks: dict[str, CheckPolicy] = field(default_factory=lambda: dict(DEFAULT_CHECKS))
+    checks: dict[str, CheckPolicy] = field(default_factory=default_checks)
 
     def __post_init__(self) -> None:
         if not 0.5 < self.confidence < 1.0:
@@ -143,13 +149,14 @@ def policy_from_dict(raw: dict[str, Any], *, source: str = "policy") -> GatePoli
     for key in _TOP_KEYS & set(raw):
         default = getattr(GatePolicy(), key)
         top[key] = _coerce(raw[key], type(default), f"{source}: {key}")
-    checks = dict(DEFAULT_CHECKS)
+    defaults = default_checks()
+    checks = dict(defaults)
     raw_checks = raw.get("checks", {})
     if not isinstance(raw_checks, dict):
         raise PolicyError(f"{source}: [checks] must be a table of check names")
     for name, values in raw_checks.items():
-        if name not in DEFAULT_CHECKS:
-            raise PolicyError(f"{source}: unknown check {name!r}; known checks are {sorted(DEFAULT_CHECKS)}")
+        if name not in defaults:
+            raise PolicyError(f"{source}: unknown check {name!r}; known checks are {sorted(defaults)}")
         if not isinstance(values, dict):
             raise PolicyError(f"{source}: [checks.{name}] must be a table")
         bad = set(values) - _CHECK_KEYS
@@ -161,7 +168,8 @@ def policy_from_dict(raw: dict[str, Any], *, source: str = "policy") -> GatePoli
         for key, value in values.items():
             target = {"enabled": bool, "critical": bool, "required": bool, "min_pairs": int}.get(key, float)
             coerced[key] = _coerce(value, target, f"{source}: checks.{name}.{key}")
-        checks[name] = replace(DEFAULT_CHECKS[name], **coerced)
+            _check_range(key, coerced[key], f"{source}: checks.{name}.{key}")
+        checks[name] = replace(defaults[name], **coerced)
     return GatePolicy(**top, checks=checks)
 
 
@@ -175,8 +183,26 @@ def _coerce(value: Any, target: type, where: str) -> Any:
             return value
         raise PolicyError(f"{where} must be a whole number, got {value!r}")
     if isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise PolicyError(f"{where} must be a finite number, got {value!r}")
         return float(value)
     raise PolicyError(f"{where} must be a number, got {value!r}")
 
 
-__all__ = ["CheckPolicy", "DEFAULT_CHECKS", "GatePolicy", "PolicyError", "load_policy", "policy_from_dict"]
+def _check_range(key: str, value: Any, where: str) -> None:
+    """A check's numbers from a file: tolerances, thresholds and weights are sizes, never negative."""
+    if key in ("tolerance", "absolute_threshold", "weight") and value < 0:
+        raise PolicyError(f"{where} must be zero or more (it is a size, in the check's units), got {value!r}")
+    if key == "min_pairs" and value < 2:
+        raise PolicyError(f"{where} must be at least 2, got {value!r}")
+
+
+__all__ = [
+    "CheckPolicy",
+    "OPERATIONAL_DEFAULTS",
+    "default_checks",
+    "GatePolicy",
+    "PolicyError",
+    "load_policy",
+    "policy_from_dict",
+]

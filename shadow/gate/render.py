@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shadow.gate.checks import format_effect, format_p
+from shadow.gate.judging import format_effect, format_p
 
 
 def render_table(result: dict[str, Any]) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -21,8 +21,6 @@ class CapturedOutput:
     model: str | None = None
     error: str | None = None
     """Set when the body could not be understood, or the upstream answered with an error object."""
-    extra_texts: dict[int, str] = field(default_factory=dict)
-    """Choices beyond the first (n > 1); kept out of `text`, which always follows choice 0."""
 
 
 def decode_body(body: bytes, content_encoding: str | None) -> bytes:
@@ -139,10 +137,8 @@ def _choice_text(choice: dict[str, Any], route: str, *, streamed: bool) -> str:
 def _append(out: CapturedOutput, index: Any, piece: str) -> None:
     if not piece:
         return
-    if index in (0, None):
+    if index in (0, None):  # `text` follows choice 0; choices beyond it (n > 1) are not kept
         out.text += piece
-    elif isinstance(index, int):
-        out.extra_texts[index] = out.extra_texts.get(index, "") + piece
 
 
 def _usage(value: Any) -> dict[str, Any] | None:

@@ -1,7 +1,7 @@
 """The local channel between the process that serves users and the capture worker.
 
 The user-facing process copies what it forwards into frames on a Unix socket and never waits for the
-other end: `FrameSender.send()` either puts the frame in the socket's write buffer or, when the buffered
+other end: `FrameProtocol.send()` either puts the frame in the socket's write buffer or, when the buffered
 bytes would pass the channel's bound, refuses it at once (the caller drops that mirror and counts it).
 Nothing here parses JSON bodies or texts; control frames carry small JSON objects.
 

@@ -29,6 +29,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from shadow.core.errors import UserError
 from shadow.core.pairs import Pair, utc_now
 from shadow.store.models import pair_to_row, pairs_table, scores_table
 
@@ -55,7 +56,7 @@ MIGRATION_LOCK_KEY = 0x5348_4144_4F57  # "SHADOW": any fixed key, the same in ev
 _URL_HELP = "expected sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DATABASE"
 
 
-class StoreError(RuntimeError):
+class StoreError(UserError, RuntimeError):
     """The pair store cannot be used as configured; the message says what to fix."""
 
 

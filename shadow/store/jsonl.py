@@ -199,8 +199,10 @@ def import_pairs(
 ) -> ImportReport:
     """Import a JSONL file of pairs. `experiment`, when given, replaces the experiment of every pair."""
     path = Path(path)
+    if path.is_dir():
+        raise StoreError(f"cannot import {path}: it is a directory; give a pairs JSONL file")
     if not path.is_file():
-        raise StoreError(f"cannot import {path}: no such file")
+        raise StoreError(f"cannot import {path}: no such file; give the path of a pairs JSONL file")
     return _Importer(engine, path, experiment).run()
 
 

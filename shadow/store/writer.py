@@ -3,7 +3,8 @@
 `submit()` makes the pair storable (`shadow.core.storable`) and appends it to an in-memory buffer. A background
 task writes the buffer in batches every `store_flush_interval_s` (sooner once `store_batch_size` pairs wait),
 each batch on a thread of its own (`shadow.store.batch_write`), with plain SQLAlchemy. While the database is
-unavailable each batch goes to the spool (`shadow.store.spool`), fsynced; the task keeps probing the database
+unavailable each batch goes to the spool (`shadow.store.spool`, kept by `shadow.store.spool_side`),
+fsynced; the task keeps probing the database
 with a capped backoff (bringing the schema to head first when made with `migrate=True`) and, once it answers,
 replays the spool into it. Inserts skip ids already stored, so a batch whose commit may or may not have
 landed can be written again safely.
@@ -38,23 +39,20 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from shadow.core.pairs import Pair, utc_now
+from shadow.core.pairs import Pair
 from shadow.core.settings import Settings
 from shadow.core.storable import make_storable
 from shadow.store.background import Backoff, Throttle, in_daemon_thread
 from shadow.store.batch_write import MAX_PAIR_ATTEMPTS, BatchWriter, WriteResult
 from shadow.store.database import describe_error, make_engine
-from shadow.store.spool import Spool, SpoolReplay
+from shadow.store.spool import Spool
+from shadow.store.spool_side import SpoolSide
 
 log = logging.getLogger(__name__)
 
 MIN_RETRY_DELAY_S = 0.25
 MAX_RETRY_DELAY_S = 5.0
 """Backoff between database probes while it is unavailable; capped so recovery is noticed within seconds."""
-
-MIN_SPOOL_RETRY_DELAY_S = 0.5
-MAX_SPOOL_RETRY_DELAY_S = 30.0
-"""Backoff between spool writes while its disk fails: a full disk does not empty itself in milliseconds."""
 
 MAX_BACKLOG_PAIRS = 50_000
 """Pairs held in memory at most when neither the database nor the spool takes them; newer ones are dropped."""
@@ -95,27 +93,25 @@ class PairWriter:
         self._suspects: deque[Pair] = deque()  # from a batch that failed unexpectedly: stored one at a time
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._replay: SpoolReplay | None = None
         self._closing = False
         self._closed = False
         # None: not known yet. With migrate=True the first tick probes (and migrates) before any write.
         self._db_available: bool | None = None if migrate else True
         self._probe_backoff = Backoff(MIN_RETRY_DELAY_S, MAX_RETRY_DELAY_S)
-        self._spool_backoff = Backoff(MIN_SPOOL_RETRY_DELAY_S, MAX_SPOOL_RETRY_DELAY_S)
-        self._spool_error: str | None = None
         self._error_backoff = Backoff(MIN_RETRY_DELAY_S, MAX_RETRY_DELAY_S)  # unexpected errors in a tick
         self._warnings: deque[str] = deque(maxlen=MAX_WARNINGS)
-        self._spool_log = Throttle(log, REPEAT_LOG_INTERVAL_S)
         self._drop_log = Throttle(log, REPEAT_LOG_INTERVAL_S)
         self._error_log = Throttle(log, REPEAT_LOG_INTERVAL_S)
+        self._spool_side = SpoolSide(
+            self._spool,
+            pending=lambda: self.pending,
+            failure_log=Throttle(log, REPEAT_LOG_INTERVAL_S),
+            drop_log=self._drop_log,
+        )
+        self._dropped = 0  # lost here (backlog bound, the database writes); the spool side counts its own
         self.written_total = 0
         """Pairs written to the database from memory (not counting replays)."""
-        self.spooled_total = 0
-        self.replayed_total = 0
-        """Spooled pairs handed to the database again (a replay interrupted and restarted counts twice)."""
         self.rejected_total = 0
-        self.dropped_total = 0
-        """Pairs lost: past the backlog bound, or kept by none of the database, the spool, the reject file."""
 
     # --- the API the proxy uses ------------------------------------------------------------------------
 
@@ -123,6 +119,20 @@ class PairWriter:
     def pending(self) -> int:
         """Pairs in memory, not yet in the database or the spool."""
         return len(self._buffer) + len(self._in_flight) + len(self._retry) + len(self._suspects)
+
+    @property
+    def spooled_total(self) -> int:
+        return self._spool_side.spooled_total
+
+    @property
+    def replayed_total(self) -> int:
+        """Spooled pairs handed to the database again (a replay interrupted and restarted counts twice)."""
+        return self._spool_side.replayed_total
+
+    @property
+    def dropped_total(self) -> int:
+        """Pairs lost: past the backlog bound, or kept by none of the database, the spool, the reject file."""
+        return self._dropped + self._spool_side.lost_total
 
     @property
     def db_available(self) -> bool:
@@ -135,8 +145,8 @@ class PairWriter:
     def health(self) -> dict[str, Any]:
         """For /healthz: the store's state, and one line per thing an operator should know about."""
         warnings = list(self._warnings)
-        if self._spool_error is not None:
-            warnings.append(self._spool_error)
+        if self._spool_side.error is not None:
+            warnings.append(self._spool_side.error)
         if self.dropped_total:
             warnings.append(f"{self.dropped_total} pairs were lost since start; the log says why")
         return {
@@ -174,10 +184,10 @@ class PairWriter:
             except Exception:  # noqa: BLE001 - storing still tries; a pair that fails is set aside
                 log.warning("pair writer: could not sanitize pair %s; storing it as it is", pair.id)
             if self._closed:
-                self._spool_after_close(pair)
+                self._spool_side.put_after_close(pair)
                 return
             if self.pending >= self._max_backlog:
-                self.dropped_total += 1
+                self._dropped += 1
                 self._drop_log.error(
                     "pair writer: LOST pair %s: %d pairs already wait in memory (neither the database nor "
                     "the spool %s takes them); %d lost so far",
@@ -237,8 +247,8 @@ class PairWriter:
         """Before this moment no store attempt can succeed: after an unexpected error, or while the database
         is unavailable and the spool in its backoff (until the earlier of the next probe and spool try)."""
         held = self._error_backoff.next_at
-        if self._db_available is not True and self._spool_backoff.waiting(now):
-            held = max(held, min(self._probe_backoff.next_at, self._spool_backoff.next_at))
+        if self._db_available is not True and self._spool_side.waiting(now):
+            held = max(held, min(self._probe_backoff.next_at, self._spool_side.backoff.next_at))
         return held
 
     async def _tick(self, *, final: bool) -> None:
@@ -251,7 +261,12 @@ class PairWriter:
             if not await self._drain_buffer() or not (final and self._retry):
                 break
         if self._db_available:
-            await self._replay_spool(max_batches=None if final else REPLAY_BATCHES_PER_TICK)
+            await self._spool_side.replay(
+                self._require_batches().write,
+                self._account,
+                batch_size=self._batch_size,
+                max_batches=None if final else REPLAY_BATCHES_PER_TICK,
+            )
 
     async def _drain_buffer(self) -> bool:
         """Store the buffer batch by batch; False when a batch could go nowhere (it is kept in memory).
@@ -277,38 +292,7 @@ class PairWriter:
             if not result.leftover:
                 return []
             batch = result.leftover
-        return await self._spool_batch(batch)
-
-    async def _spool_batch(self, batch: list[Pair], *, now_or_never: bool = False) -> list[Pair]:
-        if not now_or_never and self._spool_backoff.waiting(time.monotonic()):
-            return batch
-        try:
-            await in_daemon_thread(self._spool.append, batch)
-        except OSError as exc:
-            self._spool_failed(exc, len(batch))
-            return batch
-        if self._spool_error is not None:
-            log.info("pair writer: the spool %s is writable again", self._spool.path)
-        self._spool_error = None
-        self._spool_backoff.succeeded()
-        self.spooled_total += len(batch)
-        return []
-
-    def _spool_failed(self, exc: OSError, count: int) -> None:
-        delay_s = self._spool_backoff.failed()
-        reason = exc.strerror or describe_error(exc)
-        if self._spool_error is None:
-            at = utc_now().isoformat(timespec="seconds")
-            self._spool_error = f"cannot write the spool {self._spool.path} ({reason}) since {at}"
-        self._spool_log.error(
-            "pair writer: cannot write the spool %s (%s); keeping %d pairs in memory (%d in all), "
-            "next try in %.1fs",
-            self._spool.path,
-            reason,
-            count,
-            self.pending,
-            delay_s,
-        )
+        return await self._spool_side.put(batch)
 
     async def _tick_failed(self, exc: Exception) -> None:
         """A bug or an unforeseen error: back off, so a repeating error does not spin, and make sure the same
@@ -320,9 +304,7 @@ class PairWriter:
         )
         log.debug("pair writer: unexpected error", exc_info=True)
         batch, self._in_flight = self._in_flight, []
-        if self._replay is not None:  # keep the replaying file; the next replay starts it over
-            self._replay.abandon()
-            self._replay = None
+        self._spool_side.abandon_replay()  # keeps the replaying file; the next replay starts it over
         if len(batch) > 1:
             self._suspects.extendleft(reversed(batch))
             return
@@ -345,32 +327,9 @@ class PairWriter:
         else:
             self._mark_available()
 
-    async def _replay_spool(self, *, max_batches: int | None) -> None:
-        replayed_batches = 0
-        while max_batches is None or replayed_batches < max_batches:
-            if self._replay is None:
-                self._replay = await in_daemon_thread(self._spool.start_replay)
-                if self._replay is None:
-                    return
-                log.info("pair writer: replaying spooled pairs from %s", self._spool.replaying_path)
-            batch = await in_daemon_thread(self._replay.next_batch, self._batch_size)
-            if not batch:
-                await in_daemon_thread(self._replay.finish)
-                self._replay = None
-                log.info("pair writer: spool replayed (%d pairs so far)", self.replayed_total)
-                continue
-            result = await in_daemon_thread(self._require_batches().write, batch)
-            self._account(result)
-            self.replayed_total += result.written
-            if result.leftover:  # still in the .replaying file: the next replay starts it over
-                self._replay.abandon()
-                self._replay = None
-                return
-            replayed_batches += 1
-
     def _account(self, result: WriteResult) -> None:
         self.rejected_total += result.rejected
-        self.dropped_total += result.lost
+        self._dropped += result.lost
         self._retry.extend(result.retry)
         if result.leftover:
             self._mark_unavailable(result.error)
@@ -395,7 +354,7 @@ class PairWriter:
         self._probe_backoff.succeeded()
         # The spool is not needed now; its failure stays in the log, not on /healthz as a current problem.
         # (Its backoff stays: the next outage does not start by hammering a disk known to fail.)
-        self._spool_error = None
+        self._spool_side.error = None
 
     # --- closing ---------------------------------------------------------------------------------------
 
@@ -413,63 +372,19 @@ class PairWriter:
                 # skips the ids it finds stored.
                 self._task.cancel()
                 await asyncio.wait({self._task}, timeout=0.5)
-        if self._replay is not None:
-            self._replay.abandon()
-            self._replay = None
+        self._spool_side.abandon_replay()
         leftovers = [*self._in_flight, *self._suspects, *self._retry, *self._buffer]
         self._in_flight, self._retry = [], []
         self._suspects.clear()
         self._buffer.clear()
         self._closed = True  # from here on, submit() spools directly
         if leftovers:
-            await self._spool_on_close(leftovers, deadline)
+            await self._spool_side.put_on_close(leftovers, deadline)
         if self._owns_engine and self._engine is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(
                     in_daemon_thread(self._engine.dispose), max(deadline - time.monotonic(), 0.05)
                 )
-
-    async def _spool_on_close(self, leftovers: list[Pair], deadline: float) -> None:
-        try:
-            not_stored = await asyncio.wait_for(
-                self._spool_batch(leftovers, now_or_never=True), max(deadline - time.monotonic(), 0.1)
-            )
-        except Exception as exc:  # noqa: BLE001 - a timeout, or anything else: say what is lost
-            self.dropped_total += len(leftovers)
-            why = "within the close timeout" if isinstance(exc, TimeoutError) else f"({describe_error(exc)})"
-            log.error(
-                "pair writer: LOST %d pairs: the spool %s did not take them %s",
-                len(leftovers),
-                self._spool.path,
-                why,
-            )
-            return
-        if not_stored:
-            self.dropped_total += len(not_stored)
-            log.error(
-                "pair writer: LOST %d pairs: neither the database nor the spool %s took them",
-                len(not_stored),
-                self._spool.path,
-            )
-        else:
-            log.info("pair writer: spooled %d pairs to %s on close", len(leftovers), self._spool.path)
-
-    def _spool_after_close(self, pair: Pair) -> None:
-        # Late pairs (a mirror that finished after shutdown began) still must not be lost. A small
-        # synchronous append is acceptable on this rare path; the next start replays it.
-        log.warning("pair writer: pair %s submitted after close; spooling it", pair.id)
-        try:
-            self._spool.append([pair])
-        except Exception as exc:  # noqa: BLE001 - submit() never raises
-            self.dropped_total += 1
-            self._drop_log.error(
-                "pair writer: LOST pair %s: cannot write the spool %s (%s)",
-                pair.id,
-                self._spool.path,
-                describe_error(exc),
-            )
-            return
-        self.spooled_total += 1
 
     def _require_batches(self) -> BatchWriter:
         if self._batches is None:

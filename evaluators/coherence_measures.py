@@ -1,0 +1,130 @@
+"""Every measure the coherence model reads for one text, by name: the embedding, text and head measures
+put together in the dictionary that the logits in `evaluators.coherence_weights` are fitted on.
+
+`evaluators.coherence` turns these into a score; `scripts/fit_coherence` computes them to fit the weights.
+Both must see exactly the same measures, so they are assembled here, once. The measures themselves are in
+`evaluators.coherence_topic`, `evaluators.coherence_order`, `evaluators.coherence_cues` (the text's
+discourse cues) and `evaluators.coherence_heads` (the learned heads).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from evaluators.coherence_cues import bigram_similarity, first_sentence_anaphora, order_cues, tfidf_similarity
+from evaluators.coherence_heads import CoherenceHeads, default_heads, position_features
+from evaluators.coherence_order import (
+    locality_gradient,
+    order_gain,
+    order_gain_z,
+    permutation_z,
+    side_order_gain,
+)
+from evaluators.coherence_topic import best_contrast, best_split, split_contrast
+from evaluators.coherence_weights import NEUTRAL
+
+# The discourse cues `order_cues` reads; 0 when the sentences are not given.
+_CUE_NAMES = ("opens_with_connective", "opens_with_anaphor", "ordinals_out_of_order", "unbalanced_quotes",
+              "ends_open", "orphan_ordinals", "years_out_of_order", "period_in_clause_run", "opens_with_clause")  # fmt: skip
+# Measures that need the sentences' text, the embedding heads fitted for this encoder, or both; without
+# what they need they take their median over the fitting originals (`NEUTRAL`).
+LEXICAL_FEATURES = ("bigram_split", "bigram_order_gain", "bigram_side_order_gain", "first_sentence_length",
+                    "tfidf1_order_gain", "tfidf2_order_gain", "tfidf3_order_gain", "bigram_contrast",
+                    "tfidf2_contrast", "bigram_best_contrast", "first_sentence_anaphora", "bigram_order_z",
+                    "tfidf1_order_z", "tfidf2_order_z", "position_rho", "position_rho_z", "position_slope",
+                    "first_position_rank", "last_position_rank")  # fmt: skip
+HEAD_FEATURES = ("adjacency_mean", "adjacency_min", "adjacency_order_z", "adjacency_at_split")
+BOTH_FEATURES = ("joint_position_rho", "joint_position_rho_z", "joint_position_slope",
+                 "joint_first_position_rank", "joint_last_position_rank")  # fmt: skip
+
+
+def coherence_features(
+    sentence_embeddings: np.ndarray,
+    sentences: Sequence[str] | None = None,
+    *,
+    baseline: float = 0.0,
+    encoder_name: str | None = None,
+    heads: CoherenceHeads | None = None,
+) -> tuple[dict[str, float], int]:
+    """Every measure the coherence logits read, and the best split's first sentence (0: no split).
+
+    - `sentences`: without them the measures read on text (`LEXICAL_FEATURES`) take their neutral value
+      (`NEUTRAL`) and the discourse cues read 0;
+    - `heads`: the learned heads (default: the shipped `coherence_heads.npz`); their embedding measures
+      (`HEAD_FEATURES`) only count when `encoder_name` is the encoder they were fitted with.
+    """
+    embeddings = np.asarray(sentence_embeddings, dtype=np.float64)
+    if sentences is not None and len(sentences) != len(embeddings):
+        raise ValueError(f"{len(sentences)} sentences for {len(embeddings)} embeddings: pass one of each.")
+    split_cosine, gap = best_split(embeddings, baseline)
+    features = {
+        "split_cosine": split_cosine,
+        **_embedding_measures(embeddings @ embeddings.T - baseline, gap),
+        **dict.fromkeys(_CUE_NAMES, 0.0),
+        **{name: NEUTRAL.get(name, 0.0) for name in LEXICAL_FEATURES + HEAD_FEATURES + BOTH_FEATURES},
+    }
+    heads = heads or default_heads()
+    embedding_heads = heads.fits(encoder_name)
+    if embedding_heads:
+        features.update(_adjacency_measures(heads.adjacency_logits(embeddings), gap))
+    if sentences is not None:
+        features.update(_text_measures(sentences, gap))
+        lexical_positions = heads.lexical_positions(sentences)
+        features.update(position_features(lexical_positions))
+        if embedding_heads:
+            joint = lexical_positions + heads.embedding_positions(embeddings)
+            features.update(position_features(joint, prefix="joint_"))
+    return features, gap
+
+
+def _embedding_measures(similarity: np.ndarray, gap: int) -> dict[str, float]:
+    return {
+        "adjacent_at_split": float(similarity[gap - 1, gap]) if gap else 1.0,
+        "order_gain": order_gain(similarity),
+        "locality_gradient": locality_gradient(similarity),
+        "order_gain_z": order_gain_z(similarity),
+        "side_order_gain": side_order_gain(similarity, gap),
+        "embedding_contrast": split_contrast(similarity, gap),
+        "embedding_best_contrast": best_contrast(similarity),
+        "embedding_order_z": permutation_z(similarity),
+    }
+
+
+def _adjacency_measures(adjacency: np.ndarray, gap: int) -> dict[str, float]:
+    adjacent = np.diagonal(adjacency, offset=1)
+    return {
+        "adjacency_mean": float(adjacent.mean()) if adjacent.size else 0.0,
+        "adjacency_min": float(adjacent.min()) if adjacent.size else 0.0,
+        "adjacency_order_z": permutation_z(adjacency),
+        "adjacency_at_split": float(adjacency[gap - 1, gap]) if gap else 0.0,
+    }
+
+
+def _text_measures(sentences: Sequence[str], gap: int) -> dict[str, float]:
+    """Shared words across and along the text (bigrams, tf-idf n-grams) and the discourse cues."""
+    lexical = bigram_similarity(sentences)
+    measures = {
+        "bigram_split": float(lexical[:gap, gap:].mean()) if gap else 1.0,
+        "bigram_order_gain": order_gain(lexical),
+        "bigram_side_order_gain": side_order_gain(lexical, gap),
+        "bigram_contrast": split_contrast(lexical, gap),
+        "bigram_best_contrast": best_contrast(lexical),
+        "bigram_order_z": permutation_z(lexical),
+        "first_sentence_length": len(sentences[0])
+        / max(1.0, float(np.mean([len(sentence) for sentence in sentences]))),
+        "first_sentence_anaphora": first_sentence_anaphora(sentences),
+    }
+    for size in (1, 2, 3):
+        weighted = tfidf_similarity(sentences, size)
+        measures[f"tfidf{size}_order_gain"] = order_gain(weighted)
+        if size in (1, 2):
+            measures[f"tfidf{size}_order_z"] = permutation_z(weighted)
+        if size == 2:
+            measures["tfidf2_contrast"] = split_contrast(weighted, gap)
+    measures.update(order_cues(sentences))
+    return measures
+
+
+__all__ = ["BOTH_FEATURES", "HEAD_FEATURES", "LEXICAL_FEATURES", "coherence_features"]
