@@ -6,16 +6,18 @@ The pipeline streams bounded batches of pairs (``chunk_size`` pairs each) throug
               pages, one read task per page
     encode    a pool of actors that each load the encoder once and run the encoder evaluators (semantic,
               coherence); one GPU per actor where the cluster has GPUs, else one CPU
-    finish    plain tasks that run the CPU-only evaluators (length, loop) and then either assemble each
-              pair's output line (file mode) or insert its score rows (store mode)
+    finish    plain tasks that run the CPU-only evaluators (length, loop, tools, refusal, json) and then
+              either assemble each pair's output line (file mode) or insert its score rows (store mode)
 
 This module is the driver: the session, the pipeline and its entry points. What the stages run on each
 batch, in the workers, is in `evaluators.ray_batches`.
 
-Scoring itself is not re-implemented: every stage calls `ScoreRunner.score_evaluator` on `Pair` objects, and
-the output line is built with `apply_named_result` in registry order, so a line is byte for byte what the
-local engine writes (encoder metrics agree to float precision: batches are cut differently). Store rows go
-through the same `insert_ignoring_duplicates`, so a re-run, or two scorers at once, store nothing twice.
+Scoring itself is not re-implemented: every stage calls `ScoreRunner.score_evaluator` on `Pair` objects (so
+what each evaluator sees of a pair, its texts, tool calls, refusals and request, is built by the same
+`evaluators.runner.pair_input` / `side_input` as locally), and the output line is built with
+`apply_named_result` in registry order, so a line is byte for byte what the local engine writes (encoder
+metrics agree to float precision: batches are cut differently). Store rows go through the same
+`insert_ignoring_duplicates`, so a re-run, or two scorers at once, store nothing twice.
 
 Pairs travel between stages as JSON strings, not as Arrow structs: Arrow would unify the schema across
 shards (adding null fields, widening ints to floats, reordering keys) and the output would no longer equal

@@ -1,8 +1,8 @@
 """Which evaluators exist, by name, and how to build them without importing what is not needed.
 
 The registry maps a short name to a ``"module:Class"`` path and imports a module only when its evaluator is
-asked for, so ``shadow score --evaluators length,loop`` never imports torch. Adding a fifth evaluator is one
-new module plus one line in `EVALUATORS`.
+asked for, so ``shadow score --evaluators length,loop`` never imports torch. Adding an evaluator is one new
+module plus one line in `EVALUATORS`.
 
 A name that contains a colon is taken as a ``"module:Class"`` path itself, which lets a team try an
 evaluator of its own (or a test use a fake one) without editing this file.
@@ -20,13 +20,16 @@ from collections.abc import Iterable, Sequence
 
 from evaluators.base import Evaluator
 from shadow.core.errors import UsageError
-from shadow.core.pairs import CORE_FIELDS, SIDE_FIELDS, SIDES
+from shadow.core.pairs import CORE_FIELDS, PART_FIELDS, SIDE_FIELDS, SIDES
 
 EVALUATORS: dict[str, str] = {
     "semantic": "evaluators.semantic:SemanticEvaluator",
     "length": "evaluators.length:LengthEvaluator",
     "loop": "evaluators.loop:LoopEvaluator",
     "coherence": "evaluators.coherence:CoherenceEvaluator",
+    "tools": "evaluators.tool_calls:ToolCallEvaluator",
+    "refusal": "evaluators.refusal:RefusalEvaluator",
+    "json": "evaluators.json_output:JsonOutputEvaluator",
 }
 """Registered evaluators in their default order (the order of the output objects)."""
 
@@ -109,7 +112,7 @@ RESERVED_KEYS = frozenset(
     {
         *CORE_FIELDS,
         *SIDES,
-        *(f"{side}_{name}" for side in SIDES for name in SIDE_FIELDS),
+        *(f"{side}_{name}" for side in SIDES for name in (*SIDE_FIELDS, *PART_FIELDS)),
         "noise",
         "scored_by",
     }

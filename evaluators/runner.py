@@ -9,9 +9,18 @@ version) and the file mode spreads over the pair:
 - a per-text evaluator (loop, coherence) gives ``{"baseline": r, "candidate": r}``, plus ``"secondary": r``
   when the pair has one.
 
-``r`` is the evaluator's metric dict, or ``None`` when a side has no usable text (the upstream failed:
-an error, a non-2xx status, or no text at all), so a failed candidate never crashes a run and the
-operational fields stay for the gate to count. An empty answer from a healthy upstream is still scored.
+``r`` is the evaluator's metric dict, or ``None`` when the evaluator has nothing to judge, so a failed
+candidate never crashes a run and the operational fields stay for the gate to count:
+
+- a side that did not answer (an error, a non-2xx status: `shadow.core.view.answered`) is judged by no
+  evaluator;
+- an evaluator that needs text (`Evaluator.needs_text`: semantic, length, loop, coherence) also skips a side
+  without text: its text is None, or it is empty or whitespace while the side made tool calls or refused.
+  A pairwise one abstains when either side has no text, and when both texts are empty (two empty answers
+  are not a perfect match, and a tool-only pair never counts as agreement). An empty answer from a healthy
+  upstream against a non-empty one is still scored;
+- an evaluator with ``needs_text = False`` (tools, refusal, json) sees every answered side, with its tool
+  calls, refusal and the request (`TextPair`, `SideText`), and may itself return None (not applicable).
 
 In a scores file (`apply_result`) the pair gets ``pair[name] = r_candidate`` for pairwise evaluators with
 ``pair["noise"][name] = r_noise``, ``pair[name] = result`` for per-text ones, and
@@ -22,12 +31,12 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from evaluators.base import Evaluator, ScoringContext, TextPair
+from evaluators.base import Evaluator, ScoringContext, SideText, TextPair
 from evaluators.registry import load_evaluators
-from shadow.core.pairs import Pair, PairFormatError
+from shadow.core.pairs import Pair, PairFormatError, SideOutput
 from shadow.core.records import iter_json_objects
 from shadow.core.view import answered
 
@@ -48,20 +57,47 @@ class DeviceError(RuntimeError):
     """The requested device cannot be used (e.g. CUDA asked for but absent)."""
 
 
-# --- texts of a pair ------------------------------------------------------------------------------------
+# --- what an evaluator sees of a pair ------------------------------------------------------------------
+
+
+def answered_side(pair: Pair, side: str) -> SideOutput | None:
+    """The side's output when it exists and its upstream answered (`view.answered`), else None."""
+    output = pair.side(side)
+    if output is None or not answered(output.status, output.error):
+        return None
+    return output
+
+
+def side_tool_calls(output: SideOutput) -> tuple[dict[str, Any], ...] | None:
+    """The side's tool calls as a tuple (None when it made none)."""
+    calls = getattr(output, "tool_calls", None)  # SideOutput.tool_calls: files and stores may predate it
+    if not calls:
+        return None
+    return tuple(call for call in calls if isinstance(call, Mapping))  # type: ignore[misc]
+
+
+def side_refusal(output: SideOutput) -> str | None:
+    refusal = getattr(output, "refusal", None)
+    return refusal if isinstance(refusal, str) and refusal else None
+
+
+def has_text(output: SideOutput) -> bool:
+    """Whether the side answered in text: its text is not None, and not empty or whitespace beside a tool
+    call or a refusal (an agent turn that only calls a tool carries an empty content)."""
+    text = output.text
+    if text is None:
+        return False
+    if text.strip():
+        return True
+    return side_tool_calls(output) is None and side_refusal(output) is None
 
 
 def usable_text(pair: Pair, side: str) -> str | None:
-    """The side's answer if the upstream delivered one: its text, when `view.answered` says it answered."""
-    output = pair.side(side)
-    if output is None or output.text is None or not answered(output.status, output.error):
+    """The side's answer as text evaluators see it: its text, when the side answered and has text."""
+    output = answered_side(pair, side)
+    if output is None or not has_text(output):
         return None
     return output.text
-
-
-def _finish_reason(pair: Pair, side: str) -> str | None:
-    output = pair.side(side)
-    return output.finish_reason if output is not None else None
 
 
 def text_sides(pair: Pair) -> tuple[str, ...]:
@@ -69,17 +105,76 @@ def text_sides(pair: Pair) -> tuple[str, ...]:
     return ("baseline", "candidate", "secondary") if pair.secondary is not None else ("baseline", "candidate")
 
 
-def _text_pair(pair: Pair, other: str) -> TextPair | None:
-    reference, compared = usable_text(pair, "baseline"), usable_text(pair, other)
+def side_input(pair: Pair, side: str, *, needs_text: bool = True) -> SideText | None:
+    """What a per-text evaluator sees of one side, or None when it has nothing to judge there."""
+    output = answered_side(pair, side)
+    if output is None or (needs_text and not has_text(output)):
+        return None
+    return SideText(
+        text=output.text,
+        finish_reason=output.finish_reason,
+        tool_calls=side_tool_calls(output),
+        refusal=side_refusal(output),
+        request=pair.request,
+    )
+
+
+def pair_input(pair: Pair, other: str, *, needs_text: bool = True) -> TextPair | None:
+    """What a pairwise evaluator sees of the baseline against `other` (the candidate, or the secondary for
+    the noise floor), or None when it abstains (see the module docstring)."""
+    reference, compared = answered_side(pair, "baseline"), answered_side(pair, other)
     if reference is None or compared is None:
         return None
+    if needs_text:
+        if not (has_text(reference) and has_text(compared)):
+            return None
+        if not (reference.text or "").strip() and not (compared.text or "").strip():
+            return None  # two empty answers are not a perfect match
     return TextPair(
-        reference=reference,
-        candidate=compared,
-        candidate_finish_reason=_finish_reason(pair, other),
-        reference_finish_reason=_finish_reason(pair, "baseline"),
+        reference=reference.text,
+        candidate=compared.text,
+        candidate_finish_reason=compared.finish_reason,
+        reference_finish_reason=reference.finish_reason,
         prompt=pair.prompt,
+        reference_tool_calls=side_tool_calls(reference),
+        candidate_tool_calls=side_tool_calls(compared),
+        reference_refusal=side_refusal(reference),
+        candidate_refusal=side_refusal(compared),
+        request=pair.request,
     )
+
+
+def _calls_key(calls: tuple[dict[str, Any], ...] | None) -> Hashable:
+    if calls is None:
+        return None
+    return tuple((c.get("name"), c.get("arguments"), c.get("id"), c.get("type")) for c in calls)
+
+
+def _pair_key(job: TextPair) -> tuple[Hashable, Any]:
+    base = (
+        job.reference,
+        job.candidate,
+        job.candidate_finish_reason,
+        job.reference_finish_reason,
+        job.prompt,
+        _calls_key(job.reference_tool_calls),
+        _calls_key(job.candidate_tool_calls),
+        job.reference_refusal,
+        job.candidate_refusal,
+    )
+    return base, (job.request, job.reference_tool_calls, job.candidate_tool_calls)
+
+
+def _side_key(job: SideText) -> tuple[Hashable, Any]:
+    return (job.text, job.finish_reason, _calls_key(job.tool_calls), job.refusal), (
+        job.request,
+        job.tool_calls,
+    )
+
+
+def _text_key(job: SideText) -> tuple[Hashable, Any]:
+    """For evaluators that score only texts (the default `score_sides`): the text and finish reason."""
+    return (job.text, job.finish_reason), None
 
 
 # --- the runner -----------------------------------------------------------------------------------------
@@ -148,12 +243,15 @@ class ScoreRunner:
 
     def _score_pairwise(self, evaluator: Evaluator, pairs: Sequence[Pair]) -> list[dict[str, Any]]:
         # Candidate and noise comparisons go to the evaluator in one call, so encoder batches stay full.
+        needs_text = bool(evaluator.needs_text)
         jobs: list[TextPair | None] = []
         for pair in pairs:
-            jobs.append(_text_pair(pair, "candidate"))
-            jobs.append(_text_pair(pair, "secondary") if pair.secondary is not None else None)
+            jobs.append(pair_input(pair, "candidate", needs_text=needs_text))
+            jobs.append(
+                pair_input(pair, "secondary", needs_text=needs_text) if pair.secondary is not None else None
+            )
         scores = _score_unique(
-            jobs, lambda items: evaluator.score_pairs(items, self.context), evaluator, pairs
+            jobs, lambda items: evaluator.score_pairs(items, self.context), evaluator, pairs, _pair_key
         )
         results: list[dict[str, Any]] = []
         for index, pair in enumerate(pairs):
@@ -164,16 +262,20 @@ class ScoreRunner:
         return results
 
     def _score_per_text(self, evaluator: Evaluator, pairs: Sequence[Pair]) -> list[dict[str, Any]]:
-        jobs: list[tuple[str, str | None] | None] = []
-        for pair in pairs:
-            for side in text_sides(pair):
-                text = usable_text(pair, side)
-                jobs.append(None if text is None else (text, _finish_reason(pair, side)))
-
-        def run(items: Sequence[tuple[str, str | None]]) -> list[dict[str, Any]]:
-            return evaluator.score_texts([t for t, _ in items], [f for _, f in items], self.context)
-
-        scores = iter(_score_unique(jobs, run, evaluator, pairs))
+        needs_text = bool(evaluator.needs_text)
+        jobs = [side_input(pair, side, needs_text=needs_text) for pair in pairs for side in text_sides(pair)]
+        # An evaluator that keeps the default `score_sides` sees only texts and finish reasons: identical
+        # answers to different requests are scored once.
+        texts_only = type(evaluator).score_sides is Evaluator.score_sides
+        scores = iter(
+            _score_unique(
+                jobs,
+                lambda items: evaluator.score_sides(items, self.context),
+                evaluator,
+                pairs,
+                _text_key if texts_only else _side_key,
+            )
+        )
         return [{side: next(scores) for side in text_sides(pair)} for pair in pairs]
 
 
@@ -182,13 +284,28 @@ def _score_unique(
     run: Callable[[Sequence[Any]], list[dict[str, Any]]],
     evaluator: Evaluator,
     pairs: Sequence[Pair],
+    key: Callable[[Any], tuple[Hashable, Any]],
 ) -> list[dict[str, Any] | None]:
-    """Score each distinct non-None job once (identical answers are common) and spread the results back."""
-    position: dict[Hashable, int] = {}
+    """Score each distinct non-None job once (identical answers are common) and spread the results back.
+
+    `key` gives a job's hashable part and the rest (the request, tool-call dicts), which is compared with
+    ``==`` only between jobs whose hashable parts agree, so long requests are never serialised."""
+    position: dict[Hashable, list[tuple[Any, int]]] = {}
+    where_of: list[int | None] = []
     unique: list[Any] = []
     for job in jobs:
-        if job is not None and job not in position:
-            position[job] = len(unique)
+        if job is None:
+            where_of.append(None)
+            continue
+        base, rest = key(job)
+        seen = position.setdefault(base, [])
+        for other, at in seen:
+            if other == rest:
+                where_of.append(at)
+                break
+        else:
+            seen.append((rest, len(unique)))
+            where_of.append(len(unique))
             unique.append(job)
     if not unique:
         return [None] * len(jobs)
@@ -200,7 +317,7 @@ def _score_unique(
         raise EvaluatorFailedError(f"{where} failed on the batch starting at pair {first}: {exc}") from exc
     if len(scored) != len(unique):
         raise EvaluatorFailedError(f"{where} returned {len(scored)} results for {len(unique)} inputs")
-    return [None if job is None else scored[position[job]] for job in jobs]
+    return [None if at is None else scored[at] for at in where_of]
 
 
 # --- spreading results over a pair's JSON ---------------------------------------------------------------
@@ -282,12 +399,18 @@ __all__ = [
     "EncoderLoadError",
     "EvaluatorFailedError",
     "ScoreRunner",
+    "answered_side",
     "apply_result",
     "apply_named_result",
     "batched",
+    "has_text",
+    "pair_input",
     "parse_jsonl",
     "score_lines",
     "score_records",
+    "side_input",
+    "side_refusal",
+    "side_tool_calls",
     "text_sides",
     "usable_text",
 ]

@@ -20,8 +20,8 @@ import pandas as pd
 from evaluators.metrics import Metric
 from reports.export_table import scores_frame
 from reports.numbers import describe, rate
-from reports.panels import hotspots, metric_panels, panel_metrics, segment_rows, thresholds
-from reports.table import table_rows
+from reports.panels import hotspots, is_rate, metric_panels, panel_metrics, segment_rows, thresholds
+from reports.table import event_name, table_rows
 from shadow.core.verdicts import CheckVerdict, Verdict
 
 SCHEMA = "shadow-report/1"
@@ -53,7 +53,7 @@ def build_report(
     options = options or ReportOptions()
     if frame is None:
         frame = scores_frame(records)
-    metrics = panel_metrics()
+    metrics = panel_metrics(frame)
     limits = thresholds(metrics)
     segments = segment_rows(frame, metrics)
     return clean_json(
@@ -67,6 +67,11 @@ def build_report(
             "segments": segments,
             "hotspots": hotspots(segments, limits),
             "thresholds": {name: list(bounds) for name, bounds in limits.items()},
+            "flags": [
+                "error",
+                *(event_name(m) for m in metrics if is_rate(m) and m.output.check),
+                "truncated",
+            ],
             "pairs": table_rows(
                 records, frame, metrics, cap=options.table_cap, text_cap=options.text_cap, seed=options.seed
             ),

@@ -57,7 +57,7 @@ _SIZE_RE = re.compile(r'<svg([^>]*?) width="[^"]*" height="[^"]*"')
 
 def all_charts(frame: pd.DataFrame, metrics: Sequence[Metric] | None = None) -> dict[str, str]:
     """Chart name → inline SVG markup: one per report panel (named like the panel), latency and TTFT."""
-    metrics = panel_metrics() if metrics is None else metrics
+    metrics = panel_metrics(frame) if metrics is None else metrics
     charts = {metric.name: metric_chart(frame, metric) for metric in metrics}
     charts.update(
         {

@@ -75,6 +75,8 @@ def flatten_record(
         "user_cancelled": bool(record.get("user_cancelled", False)),
         "user_bucket": record.get("user_bucket"),
         "language": view.pair_language(record),
+        "tools": view.segment_value(record, "tools"),
+        "after_tool": view.segment_value(record, "after_tool"),
         "prompt_units": prompt_units,
         "prompt_length": bucket_of(prompt_units, PROMPT_LENGTH_BUCKETS),
         "answer_units": answer_units,

@@ -30,8 +30,13 @@ OPERATIONAL_THRESHOLDS: dict[str, tuple[float, float]] = {
 }
 
 
-def panel_metrics() -> tuple[Metric, ...]:
-    return tuple(m for m in declared_metrics() if m.output.check is not None or m.output.severity is not None)
+def panel_metrics(frame: pd.DataFrame | None = None) -> tuple[Metric, ...]:
+    """Outputs with a gate check or a severity; given a frame, only those that some pair has a value for
+    (a report of plain chat shows no empty tool-call panels)."""
+    shown = [m for m in declared_metrics() if m.output.check is not None or m.output.severity is not None]
+    if frame is not None:
+        shown = [m for m in shown if any(c in frame and frame[c].notna().any() for c in m.columns())]
+    return tuple(shown)
 
 
 def thresholds(metrics: Sequence[Metric]) -> dict[str, tuple[float, float]]:
@@ -89,6 +94,15 @@ def segment_dimensions(frame: pd.DataFrame) -> list[tuple[str, pd.Series]]:
             frame["language"].fillna("other") + " · " + frame["answer_length"].fillna("unknown"),
         ),
     ]
+    # Agent traffic: the route, requests with tools, answers after tool results; shown when they vary.
+    for name, column in (
+        ("route", "route"),
+        ("tools offered", "tools"),
+        ("after tool results", "after_tool"),
+    ):
+        values = frame[column].fillna("unknown").astype(str)
+        if values.nunique() > 1:
+            dims.append((name, values))
     tag_columns = [c for c in frame.columns if c.startswith("segment_")]
     tag_columns.sort(key=lambda c: -int(frame[c].notna().sum()))
     for column in tag_columns[:MAX_SEGMENT_TAGS]:

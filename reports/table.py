@@ -92,8 +92,8 @@ def table_rows(
 
 
 def event_name(metric: Metric) -> str:
-    """The table's flag for a per-text event: the evaluator's name ("loop"), or the key ("breaks")."""
-    return metric.evaluator if metric.output.key == "flag" else metric.output.key
+    """The table's flag for an event: the evaluator's name ("loop"), or its key ("breaks", "mismatch")."""
+    return metric.evaluator if metric.output.key in ("flag", "mismatch", "refused") else metric.output.key
 
 
 def pair_row(
@@ -104,8 +104,8 @@ def pair_row(
     if _is(row["candidate_ok"], False):
         flags.append("error")
     for metric in metrics:
-        if not metric.pairwise and is_rate(metric):
-            value = row.get(metric.column("candidate"))
+        if is_rate(metric):
+            value = row.get(metric.column() if metric.pairwise else metric.column("candidate"))
             if metric.output.kind == "count":
                 value = None if value is None or pd.isna(value) else value > 0
             if _is(value, True):
@@ -148,9 +148,25 @@ def pair_row(
         "candidate_error": row["candidate_error"],
         "scores": scores,
         "flags": flags,
+        "agent": {side: agent_parts(record, side, text_cap) for side in ("baseline", "candidate")},
         "texts": {side: text[:text_cap] for side, text in texts.items()},
         "text_lengths": {side: len(text) for side, text in texts.items()},
         "marks": {side: text_marks(record, side, texts[side]) for side in ("baseline", "candidate")},
+    }
+
+
+def agent_parts(record: Mapping[str, Any], side: str, text_cap: int) -> dict[str, Any]:
+    """What an agent's answer did besides text: its tool calls (name and arguments, capped), its refusal,
+    and how long its reasoning was (the reasoning itself stays in the export: it can be long)."""
+    calls = record.get(f"{side}_tool_calls")
+    calls = [c for c in calls if isinstance(c, Mapping)] if isinstance(calls, list) else []
+    refusal, reasoning = record.get(f"{side}_refusal"), record.get(f"{side}_reasoning")
+    return {
+        "tool_calls": [
+            [str(call.get("name") or "?"), str(call.get("arguments") or "")[:text_cap]] for call in calls[:20]
+        ],
+        "refusal": refusal[:text_cap] if isinstance(refusal, str) else None,
+        "reasoning_chars": len(reasoning) if isinstance(reasoning, str) else None,
     }
 
 
@@ -179,4 +195,4 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
-__all__ = ["badness", "contributions", "pair_row", "select_table", "table_rows", "text_marks"]
+__all__ = ["agent_parts", "badness", "contributions", "pair_row", "select_table", "table_rows", "text_marks"]

@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Send a realistic mixed workload through the sidecar with the real `openai` SDK (used by scripts/demo).
 
-Chinese and English, short and long prompts, streaming and not, several users, concurrently.
+Chinese and English, short and long prompts, streaming and not, several users, concurrently; and with
+`--tools N`, N agent turns: a request with tools (weather, flights), and when the model calls one, a
+follow-up turn with the tool's result. Real models: SmolLM2 behind llama.cpp's function-calling chat format
+(`smollm2-tools`); simulated ones call tools the way the simulator does.
 """
 
 from __future__ import annotations
@@ -80,6 +83,109 @@ async def one_request(
     return len(result.choices[0].message.content or "")
 
 
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Current weather in a city",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "city": {"type": "string"},
+                    "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+                },
+                "required": ["city"],
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "search_flights",
+            "description": "Flights between two cities on a date",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "origin": {"type": "string"},
+                    "destination": {"type": "string"},
+                    "date": {"type": "string"},
+                },
+                "required": ["origin", "destination"],
+            },
+        },
+    },
+]
+TOOL_PROMPTS = [
+    "What is the weather in {a}?",
+    "Is it raining in {a} right now?",
+    "Find me a flight from {a} to {b} next Monday.",
+    "{a}的天气怎么样？",
+]
+CITIES = ["Paris", "London", "Tokyo", "Berlin", "Madrid", "Rome", "Beijing", "Shanghai"]
+
+
+async def one_tool_turn(
+    client: openai.AsyncOpenAI, prompt: str, user: str, stream: bool, *, real: bool, max_tokens: int
+) -> int:
+    """One agent turn, and the follow-up with the tool's (made-up) result when the model called a tool."""
+    model = "smollm2-tools" if real else "primary"
+    messages: list[dict] = [{"role": "user", "content": prompt}]
+    # tool_choice "auto" is OpenAI's default with tools; llama.cpp's function-calling format needs it said.
+    kwargs = {
+        "model": model,
+        "tools": TOOLS,
+        "tool_choice": "auto",
+        "user": user,
+        "max_tokens": max_tokens,
+        "temperature": 0,
+    }
+    if stream and real:
+        # llama-cpp-python streams a tool call only for a named tool_choice (with "auto" its server exits:
+        # "Automatic streaming tool choice is not supported").
+        name = "search_flights" if "flight" in prompt else "get_weather"
+        kwargs["tool_choice"] = {"type": "function", "function": {"name": name}}
+    if stream:
+        calls: dict[int, dict] = {}
+        chunks = await client.chat.completions.create(messages=messages, stream=True, **kwargs)
+        async for chunk in chunks:
+            for delta_call in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
+                call = calls.setdefault(delta_call.index, {"id": None, "name": "", "arguments": ""})
+                call["id"] = call["id"] or delta_call.id
+                if delta_call.function:
+                    call["name"] = call["name"] or delta_call.function.name or ""  # some servers repeat it
+                    call["arguments"] += delta_call.function.arguments or ""
+        tool_calls = [calls[i] for i in sorted(calls)]
+    else:
+        result = await client.chat.completions.create(messages=messages, **kwargs)
+        tool_calls = [
+            {"id": c.id, "name": c.function.name, "arguments": c.function.arguments}
+            for c in result.choices[0].message.tool_calls or []
+        ]
+    if not tool_calls:
+        return 0
+    messages.append(
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": c["id"],
+                    "type": "function",
+                    "function": {"name": c["name"], "arguments": c["arguments"]},
+                }
+                for c in tool_calls
+            ],
+        }
+    )
+    for call in tool_calls:
+        messages.append(
+            {"role": "tool", "tool_call_id": call["id"], "content": '{"result": "18 C, light wind"}'}
+        )
+    result = await client.chat.completions.create(messages=messages, **kwargs)
+    return len(tool_calls)
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--base-url", required=True, help="the sidecar's OpenAI base URL")
@@ -88,12 +194,21 @@ async def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="passes over the prompt list")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--tools", type=int, default=0, help="agent turns with tools (and their follow-ups)")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     jobs = [
         (prompt, f"user-{rng.randrange(40)}", rng.random() < 0.5)
         for _ in range(args.rounds)
         for prompt in PROMPTS_ZH + PROMPTS_EN
+    ]
+    tool_jobs = [
+        (
+            rng.choice(TOOL_PROMPTS).format(a=rng.choice(CITIES), b=rng.choice(CITIES)),
+            f"user-{rng.randrange(40)}",
+            rng.random() < 0.5,
+        )
+        for _ in range(args.tools)
     ]
     rng.shuffle(jobs)
     client = openai.AsyncOpenAI(base_url=args.base_url, api_key="sk-demo-user", max_retries=1, timeout=120)
@@ -109,9 +224,18 @@ async def main() -> int:
             if done % 8 == 0 or done == len(jobs):
                 print(f"  {done}/{len(jobs)} requests answered", file=sys.stderr, flush=True)
 
-    await asyncio.gather(*(run(*job) for job in jobs))
+    calls = 0
+
+    async def run_tools(prompt: str, user: str, stream: bool) -> None:
+        nonlocal calls
+        async with gate:
+            calls += await one_tool_turn(client, prompt, user, stream, real=args.real_models, max_tokens=96)
+
+    await asyncio.gather(*(run(*job) for job in jobs), *(run_tools(*job) for job in tool_jobs))
     await client.close()
     print(f"sent {len(jobs)} requests in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    if tool_jobs:
+        print(f"agent turns: {len(tool_jobs)}, tool calls made by the primary: {calls}", file=sys.stderr)
     return 0
 
 

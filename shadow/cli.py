@@ -144,6 +144,20 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     sim.add_argument("--loop-share", type=float, default=0.0, help="share of prompts answered with a loop")
     sim.add_argument("--sentences", type=int, default=4, help="sentences in a typical answer")
     sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--slice-bytes", type=int, default=None, help="write streams in slices of N bytes")
+    sim.add_argument(
+        "--tool-behaviour",
+        default="right",
+        choices=("right", "wrong_arguments", "wrong_function", "text_instead", "reorder_and_reformat"),
+        help="how its tool calls differ from a correct model's (default: %(default)s)",
+    )
+    sim.add_argument(
+        "--tool-error-share", type=float, default=1.0, help="share of tool turns given --tool-behaviour"
+    )
+    sim.add_argument("--refusal-share", type=float, default=0.0, help="share of prompts it refuses")
+    sim.add_argument("--refuse-harmful", action="store_true", help="refuse prompts that ask for harm")
+    sim.add_argument("--reasoning", action="store_true", help="stream reasoning before the answer")
+    sim.add_argument("--no-usage", action="store_true", help="never report usage, even when asked")
     sim.set_defaults(func=cmd_simulate)
     return parser
 

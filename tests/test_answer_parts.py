@@ -1212,3 +1212,18 @@ def test_long_streams_stay_linear() -> None:
     )
     choice = only(chat(body))
     assert choice.text == "字" * n and len(choice.logprobs) == n
+
+
+def test_a_deprecated_function_call_repeating_the_tool_calls_is_not_a_second_call():
+    """llama-cpp-python sends both `tool_calls` and the deprecated `function_call` for the same call."""
+    message = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+        ],
+        "function_call": {"name": "get_weather:", "arguments": "{}"},
+    }
+    body = json.dumps({"id": "x", "object": "chat.completion", "choices": [{"index": 0, "message": message}]})
+    parts = parse_answer(body.encode(), route="chat", streamed=False)
+    assert [(c.name, c.arguments) for c in parts.first().tool_calls] == [("get_weather", "{}")]

@@ -120,3 +120,85 @@ async def test_greedy_candidate_fails_with_a_loop_reason(model_servers, tmp_path
 async def test_candidate_sampling_like_the_primary_does_not_fail(model_servers, tmp_path):
     gate = await _run_case(tmp_path, *model_servers, "")
     assert gate["verdict"] != "fail", [(c["name"], c["verdict"], c["reason"]) for c in gate["checks"]]
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string"},
+                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+            },
+            "required": ["city"],
+        },
+    },
+}
+CITIES = ["Paris", "London", "Tokyo", "Berlin", "Madrid", "Rome"]
+
+
+async def test_tool_calls_of_a_real_model_are_captured_as_the_sdk_assembled_them(model_servers, tmp_path):
+    """SmolLM2 behind llama.cpp's `chatml-function-calling` format (`smollm2-tools`) calls a tool for some
+    prompts (3 of these 6 when measured); every call it makes is stored as the SDK assembled it, streamed or
+    not, and the tools evaluator finds a greedy candidate of the same weights making the same calls."""
+    primary, candidate = model_servers
+    settings = Settings(
+        primary=primary, candidate=candidate, db=f"sqlite:///{tmp_path}/p.db", listen="127.0.0.1:0",
+        admin_listen="127.0.0.1:0", sample_rate=1.0, candidate_timeout_s=300, drain_timeout_s=600,
+        store_flush_interval_s=0.1,
+    )  # fmt: skip
+    sidecar = await start_sidecar(settings)
+    seen: dict[str, list[tuple[str, str]]] = {}
+    try:
+        client = openai.AsyncOpenAI(base_url=sidecar.user_url, api_key="sk-user", max_retries=0, timeout=300)
+        for i, city in enumerate(CITIES):
+            prompt = f"What is the weather in {city}?"
+            kwargs = {
+                "model": "smollm2-tools",
+                "messages": [{"role": "user", "content": prompt}],
+                "tools": [WEATHER_TOOL],
+                # OpenAI's default with tools; llama-cpp-python's chatml-function-calling treats a missing
+                # tool_choice as "none" and never calls.
+                "tool_choice": "auto",
+                "temperature": 0,
+                "max_tokens": 96,
+            }
+            if i % 2:
+                # llama-cpp-python streams a tool call only for a named tool_choice ("Automatic streaming
+                # tool choice is not supported", and its server then exits).
+                kwargs["tool_choice"] = {"type": "function", "function": {"name": "get_weather"}}
+                calls: dict[int, list[str]] = {}
+                async for chunk in await client.chat.completions.create(stream=True, **kwargs):
+                    for delta in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
+                        call = calls.setdefault(delta.index, ["", ""])
+                        if delta.function:
+                            # llama-cpp-python repeats the name in every delta: it is said once, not
+                            # concatenated (answer_parts reads it so too).
+                            call[0] = call[0] or delta.function.name or ""
+                            call[1] += delta.function.arguments or ""
+                seen[prompt] = [tuple(calls[k]) for k in sorted(calls)]
+            else:
+                message = (await client.chat.completions.create(**kwargs)).choices[0].message
+                seen[prompt] = [(c.function.name, c.function.arguments) for c in message.tool_calls or []]
+        await client.close()
+    finally:
+        await sidecar.stop()
+
+    from shadow.store.database import make_engine
+
+    engine = make_engine(settings.db)
+    pairs = {pair.prompt: pair for pair in read_pairs(engine)}
+    engine.dispose()
+    assert set(pairs) == set(seen)
+    called = [prompt for prompt, calls in seen.items() if calls]
+    print(f"\nsmollm2-tools called a tool for {len(called)} of {len(seen)} prompts")
+    assert called, "the real model made no tool call at all"
+    for prompt, calls in seen.items():
+        stored = [(c["name"], c["arguments"]) for c in pairs[prompt].baseline.tool_calls or []]
+        assert stored == calls, prompt
+    runner = ScoreRunner.build("tools", device="cpu")
+    scored = [json.loads(line) for line in score_lines((dumps(pairs[p]) for p in called), runner)]
+    assert all(record["tools"] is not None for record in scored)

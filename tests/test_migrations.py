@@ -24,7 +24,7 @@ from shadow.store.database import (
 )
 from shadow.store.models import pairs_table, row_to_pair
 
-HEAD = "0004_capture_notes"
+HEAD = "0005_answer_parts"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -296,10 +296,13 @@ def test_score_frame_reads_what_pandas_reads_from_jsonl(tmp_path: Path) -> None:
 
 
 def test_registry_names_and_errors() -> None:
-    assert list(EVALUATORS) == ["semantic", "length", "loop", "coherence"]
+    assert list(EVALUATORS) == ["semantic", "length", "loop", "coherence", "tools", "refusal", "json"]
     assert parse_names("loop, length,loop") == ["loop", "length"]
     assert parse_names("") == list(EVALUATORS)
-    with pytest.raises(UnknownEvaluatorError, match="known evaluators: semantic, length, loop, coherence"):
+    with pytest.raises(
+        UnknownEvaluatorError,
+        match="known evaluators: semantic, length, loop, coherence, tools, refusal, json",
+    ):
         parse_names("length,lenght")
     with pytest.raises(UnknownEvaluatorError, match="not installed"):
         load_evaluators("nowhere.module:Thing")
@@ -357,7 +360,9 @@ def test_all_real_evaluators_output_format() -> None:
     out = [json.loads(line) for line in score_lines(lines, runner)]
     for evaluator in runner.evaluators:
         name = evaluator.name
-        if evaluator.pairwise:
+        if name == "tools":  # no side called a tool: not applicable, on every pair
+            assert out[0][name] is None and out[1][name] is None and out[2][name] is None
+        elif evaluator.pairwise:
             assert isinstance(out[0][name], dict) and isinstance(out[0]["noise"][name], dict)
             assert isinstance(out[1][name], dict) and "noise" not in out[1]
             assert out[2][name] is None and isinstance(out[2]["noise"][name], dict)

@@ -323,7 +323,78 @@
     } else {
       renderMarked($("pv-candidate"), p.texts.candidate, ins, "d-ins", p.marks.candidate, p.text_lengths.candidate);
     }
+    renderAgent(p);
     view.scrollIntoView({ block: "start" });
+  }
+
+  // Tool calls side by side, matched by function name in order; each argument shown as key = value, the
+  // values that differ (compared as canonical JSON) marked on both sides.
+  function canonical(value) {
+    if (Array.isArray(value)) return "[" + value.map(canonical).join(",") + "]";
+    if (value && typeof value === "object") {
+      return "{" + Object.keys(value).sort().map((k) => JSON.stringify(k) + ":" + canonical(value[k])).join(",") + "}";
+    }
+    return JSON.stringify(value);
+  }
+  function parseArgs(text) {
+    try {
+      const value = JSON.parse(text);
+      return value && typeof value === "object" && !Array.isArray(value) ? value : null;
+    } catch (e) {
+      return null;
+    }
+  }
+  function argumentCell(call, other) {
+    const td = el("td", "args");
+    if (!call) {
+      td.appendChild(el("span", "none", "–"));
+      return td;
+    }
+    td.appendChild(el("b", null, call[0]));
+    const args = parseArgs(call[1]);
+    const otherArgs = other ? parseArgs(other[1]) : null;
+    if (args === null) {
+      td.appendChild(el("div", "err", "arguments not a JSON object: " + call[1]));
+      return td;
+    }
+    for (const key of Object.keys(args).sort()) {
+      const differs = !otherArgs || other[0] !== call[0] || canonical(args[key]) !== canonical(otherArgs[key]);
+      const line = el("div", null);
+      line.appendChild(document.createTextNode(key + " = "));
+      line.appendChild(el("span", differs ? "d-del" : null, canonical(args[key])));
+      td.appendChild(line);
+    }
+    return td;
+  }
+  function renderAgent(p) {
+    const sides = p.agent || {};
+    const base = sides.baseline || { tool_calls: [] };
+    const cand = sides.candidate || { tool_calls: [] };
+    const body = $("pv-tools");
+    body.replaceChildren();
+    const used = new Set();
+    const pairs = base.tool_calls.map((call) => {
+      const i = cand.tool_calls.findIndex((c, j) => !used.has(j) && c[0] === call[0]);
+      if (i >= 0) used.add(i);
+      return [call, i >= 0 ? cand.tool_calls[i] : null];
+    });
+    cand.tool_calls.forEach((call, j) => { if (!used.has(j)) pairs.push([null, call]); });
+    pairs.forEach(([b, c], n) => {
+      const tr = el("tr");
+      tr.appendChild(el("th", null, "call " + (n + 1)));
+      tr.appendChild(argumentCell(b, c));
+      tr.appendChild(argumentCell(c, b));
+      body.appendChild(tr);
+    });
+    for (const [label, key] of [["refusal", "refusal"], ["reasoning (characters)", "reasoning_chars"]]) {
+      if (base[key] === null && cand[key] === null) continue;
+      const tr = el("tr");
+      tr.appendChild(el("th", null, label));
+      tr.appendChild(el("td", null, base[key] === null || base[key] === undefined ? "–" : base[key]));
+      tr.appendChild(el("td", null, cand[key] === null || cand[key] === undefined ? "–" : cand[key]));
+      body.appendChild(tr);
+    }
+    $("pv-agent").hidden = body.children.length === 0;
   }
 
   window.shadowReport = { characterDiff, showPair: (i) => showPair(PAIRS[i]), pairs: PAIRS.length };

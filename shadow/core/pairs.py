@@ -15,6 +15,7 @@ from typing import Any
 from ulid import ULID
 
 from shadow.core.errors import UserError
+from shadow.core.prompts import content_text, prompt_of
 from shadow.core.timeparse import TimeFormatError, format_time, parse_time
 from shadow.core.view import answered
 
@@ -23,6 +24,10 @@ SIDES = ("baseline", "candidate", "secondary")
 
 SIDE_FIELDS = ("status", "latency_ms", "ttft_ms", "finish_reason", "usage", "error", "model", "started_at")
 """Per-side operational fields; in JSONL each is written as `<side>_<field>`."""
+
+PART_FIELDS = ("tool_calls", "refusal", "reasoning", "choices", "logprobs")
+"""Per-side parts of an answer beyond the first choice's text (`SideOutput` documents each). In JSONL each is
+`<side>_<field>`, written only when not None, so pairs without them (and files from before) look as before."""
 
 CORE_FIELDS = (
     "id",
@@ -73,6 +78,19 @@ class SideOutput:
     error: str | None = None
     model: str | None = None
     started_at: datetime | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    """The first choice's tool calls in order, each `{"id", "type", "name", "arguments"}`: `type` is
+    "function", "custom" or what the upstream named; `arguments` is the string exactly as sent (not
+    necessarily valid JSON); `id` and `name` may be None."""
+    refusal: str | None = None
+    """The first choice's refusal text."""
+    reasoning: str | None = None
+    """The first choice's reasoning text (`reasoning_content`, or the Responses API's reasoning summaries)."""
+    choices: list[dict[str, Any]] | None = None
+    """Every choice after the first (n > 1), each `{"index", "text", "tool_calls", "refusal", "reasoning",
+    "finish_reason"}`; the first choice is the side's own fields."""
+    logprobs: Any | None = None
+    """The first choice's logprobs as sent: a token list (chat, Responses) or an object (completions)."""
 
     @property
     def ok(self) -> bool:
@@ -132,6 +150,10 @@ class Pair:
             for f in SIDE_FIELDS:
                 value = getattr(side, f)
                 out[f"{name}_{f}"] = format_time(value) if isinstance(value, datetime) else value
+            for f in PART_FIELDS:
+                value = getattr(side, f)
+                if value is not None:
+                    out[f"{name}_{f}"] = value
         for key, value in self.extra.items():
             out.setdefault(key, value)
         return out
@@ -158,17 +180,19 @@ class Pair:
                 raise PairFormatError(
                     f"field {name!r} must be a string (or null), got {_json_type(text)}: {_preview(text)}"
                 )
-        known = set(CORE_FIELDS) | set(SIDES) | {f"{s}_{f}" for s in SIDES for f in SIDE_FIELDS}
+        per_side = (*SIDE_FIELDS, *PART_FIELDS)
+        known = set(CORE_FIELDS) | set(SIDES) | {f"{s}_{f}" for s in SIDES for f in per_side}
         sides: dict[str, SideOutput | None] = {}
         for name in SIDES:
-            if name not in obj and not any(f"{name}_{f}" in obj for f in SIDE_FIELDS):
+            if name not in obj and not any(f"{name}_{f}" in obj for f in per_side):
                 sides[name] = None
                 continue
             values: dict[str, Any] = {"text": obj.get(name)}
-            for f in SIDE_FIELDS:
+            for f in per_side:
                 values[f] = obj.get(f"{name}_{f}")
             if values["started_at"] is not None:
                 values["started_at"] = _parse_time(values["started_at"], f"{name}_started_at")
+            _check_parts(values, name)
             sides[name] = SideOutput(**values)
         return cls(
             id=str(obj.get("id") or new_pair_id()),
@@ -209,31 +233,66 @@ def loads(line: str, *, line_number: int | None = None) -> Pair:
         raise PairFormatError(f"{where}{exc}") from exc
 
 
-def prompt_of(request: dict[str, Any]) -> str:
-    """The last user message as text (chat), or the prompt (completions); '' when there is none."""
-    messages = request.get("messages")
-    if isinstance(messages, list):
-        for message in reversed(messages):
-            if isinstance(message, dict) and message.get("role") == "user":
-                return content_text(message.get("content"))
-        return ""
-    prompt = request.get("prompt")
-    if isinstance(prompt, str):
-        return prompt
-    if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
-        return "\n".join(prompt)
-    return ""
-
-
-def content_text(content: Any) -> str:
-    """Message content is a string or a list of typed parts; keep the text parts."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(
-            part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text"
+def _check_parts(values: dict[str, Any], side: str) -> None:
+    """The answer parts of one side have the documented shapes; else a PairFormatError naming the field."""
+    _check_tool_calls(values["tool_calls"], f"{side}_tool_calls")
+    for name in ("refusal", "reasoning"):
+        _check_optional_text(values[name], f"{side}_{name}")
+    choices = values["choices"]
+    if choices is None:
+        return
+    field_name = f"{side}_choices"
+    if not isinstance(choices, list):
+        raise PairFormatError(
+            f"field {field_name!r} must be a list of choice objects (or null), got {_json_type(choices)}: "
+            f"{_preview(choices)}"
         )
-    return ""
+    for number, choice in enumerate(choices):
+        where = f"{field_name}[{number}]"
+        if not isinstance(choice, dict):
+            raise PairFormatError(
+                f"field {where!r} must be a choice object, got {_json_type(choice)}: {_preview(choice)}"
+            )
+        index = choice.get("index")
+        if index is not None and (not isinstance(index, int) or isinstance(index, bool)):
+            raise PairFormatError(
+                f"field {where + '.index'!r} must be an integer (or null), got {_json_type(index)}: "
+                f"{_preview(index)}"
+            )
+        for name in ("text", "refusal", "reasoning", "finish_reason"):
+            _check_optional_text(choice.get(name), f"{where}.{name}")
+        _check_tool_calls(choice.get("tool_calls"), f"{where}.tool_calls")
+
+
+def _check_tool_calls(calls: Any, field_name: str) -> None:
+    if calls is None:
+        return
+    if not isinstance(calls, list):
+        raise PairFormatError(
+            f"field {field_name!r} must be a list of tool-call objects (or null), got {_json_type(calls)}: "
+            f"{_preview(calls)}"
+        )
+    for number, call in enumerate(calls):
+        where = f"{field_name}[{number}]"
+        if not isinstance(call, dict):
+            raise PairFormatError(
+                f"field {where!r} must be a tool-call object, got {_json_type(call)}: {_preview(call)}"
+            )
+        arguments = call.get("arguments")
+        if not isinstance(arguments, str):
+            got = "nothing" if "arguments" not in call else f"{_json_type(arguments)}: {_preview(arguments)}"
+            raise PairFormatError(
+                f"field {where + '.arguments'!r} must be a string (the arguments exactly as sent), got {got}"
+            )
+        for name in ("id", "name", "type"):
+            _check_optional_text(call.get(name), f"{where}.{name}")
+
+
+def _check_optional_text(value: Any, field_name: str) -> None:
+    if value is not None and not isinstance(value, str):
+        raise PairFormatError(
+            f"field {field_name!r} must be a string (or null), got {_json_type(value)}: {_preview(value)}"
+        )
 
 
 def _parse_time(value: Any, name: str) -> datetime:
@@ -244,7 +303,14 @@ def _parse_time(value: Any, name: str) -> datetime:
 
 
 def _json_type(value: Any) -> str:
-    names = {bool: "a boolean", int: "a number", float: "a number", list: "a list", dict: "an object"}
+    names = {
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        list: "a list",
+        dict: "an object",
+        type(None): "null",
+    }
     return names.get(type(value), type(value).__name__)
 
 
@@ -259,6 +325,7 @@ __all__ = [
     "SideOutput",
     "SIDES",
     "SIDE_FIELDS",
+    "PART_FIELDS",
     "dumps",
     "loads",
     "prompt_of",

@@ -111,6 +111,11 @@ class Settings:
         ("email", "phone", "cn_id", "bank_card"),
         "Kinds of personal data replaced by typed placeholders before storing; empty stores text as is.",
     )
+    store_binary_parts: bool = _opt(
+        False,
+        "Keep images, audio and files of stored requests as sent (base64); by default each becomes a typed "
+        "placeholder with its media type, size and SHA-256.",
+    )
     drain_timeout_s: float = _opt(
         20.0,
         "On SIGTERM, the whole shutdown's bound: requests in flight, mirrors and the final store flush. Keep it "

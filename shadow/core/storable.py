@@ -55,9 +55,11 @@ def make_storable(pair: Pair) -> Pair:
         side = pair.side(side_name)
         if side is None:
             continue
-        for name in ("text", "error", "model", "finish_reason"):
+        for name in ("text", "error", "model", "finish_reason", "refusal", "reasoning"):
             setattr(side, name, _text_field(getattr(side, name), f"{side_name}.{name}", notes))
-        side.usage = _json_field(side.usage, f"{side_name}.usage", notes)
+        # Tool-call arguments and names, the other choices' texts, logprob tokens: every string inside.
+        for name in ("usage", "tool_calls", "choices", "logprobs"):
+            setattr(side, name, _json_field(getattr(side, name), f"{side_name}.{name}", notes))
     if not _is_clean(pair.capture_notes):  # our own lines; but they may quote something from outside
         pair.capture_notes = [_clean_json(str(note), _Fixes()) for note in pair.capture_notes]
     if notes:

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from shadow.core.prompts import follows_tool_results
 from shadow.core.text import language_of
 from shadow.core.timeparse import parse_instant
 
@@ -41,10 +42,9 @@ def answered(status: Any, error: Any) -> bool:
 
 def has_side(record: Mapping[str, Any], side: str) -> bool:
     """Whether the pair has this side at all (its text, a status or an error)."""
-    return (
-        record.get(side) is not None
-        or record.get(f"{side}_status") is not None
-        or record.get(f"{side}_error") is not None
+    return any(
+        record.get(key) is not None
+        for key in (side, f"{side}_status", f"{side}_error", f"{side}_tool_calls", f"{side}_refusal")
     )
 
 
@@ -79,15 +79,33 @@ def pair_language(record: Mapping[str, Any]) -> str:
     return "other"
 
 
+DERIVED_SEGMENTS = ("lang", "route", "tools", "after_tool")
+"""Segments every pair has without a tag: its language, its route (chat / completions / responses), whether
+the request offered tools ("yes" / "no"), and whether it answers after tool results ("yes" / "no")."""
+
+
 def segment_value(record: Mapping[str, Any], key: str) -> str | None:
-    """A segment dimension's value: the pair's tag, or for `lang` (when not tagged) `pair_language`."""
+    """A segment dimension's value: the pair's tag, else one of `DERIVED_SEGMENTS`."""
     tags = record.get("segment")
     tags = tags if isinstance(tags, Mapping) else {}
     if key in tags:
         return str(tags[key])
     if key == "lang":
         return pair_language(record)
+    if key == "route":
+        return str(record.get("route") or "chat")
+    request = record.get("request")
+    request = request if isinstance(request, Mapping) else {}
+    if key == "tools":
+        return "yes" if has_tools(request) else "no"
+    if key == "after_tool":
+        return "yes" if follows_tool_results(request) else "no"
     return None
+
+
+def has_tools(request: Mapping[str, Any]) -> bool:
+    tools = request.get("tools") or request.get("functions")
+    return isinstance(tools, list) and len(tools) > 0
 
 
 def created_at(record: Mapping[str, Any]) -> datetime | None:
@@ -97,7 +115,9 @@ def created_at(record: Mapping[str, Any]) -> datetime | None:
 __all__ = [
     "LANGUAGE_SAMPLE_CHARS",
     "answered",
+    "DERIVED_SEGMENTS",
     "created_at",
+    "has_tools",
     "error_kind",
     "has_side",
     "pair_language",

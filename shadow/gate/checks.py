@@ -113,14 +113,22 @@ def _pairwise_rate(values: MetricSample, policy: GatePolicy, name: str) -> dict[
         diff = x_c / len(cand) - x_n / len(noise)
         result = stats.rates_greater(x_c, len(cand), x_n, len(noise), effect_size=diff)
         summary = (
-            f"candidate answers {event} in {pct(x_c, len(cand))} of pairs vs {pct(x_n, len(noise))} "
+            f"the candidate {event} in {pct(x_c, len(cand))} of pairs vs {pct(x_n, len(noise))} "
             "between the primary and its own reruns"
         )
-        return judge(out, result, conf.tolerance, policy, summary)
+        return judge(out, result, conf.tolerance, policy, summary + _most_often(values))
     limit = conf.absolute_threshold if conf.absolute_threshold is not None else conf.tolerance
     result = stats.rate_above(x_c, len(cand), limit)
-    summary = f"candidate answers {event} in {pct(x_c, len(cand))} of pairs, limit {100 * limit:.1f} %"
-    return judge(out, result, limit, policy, summary)
+    summary = f"the candidate {event} in {pct(x_c, len(cand))} of pairs, limit {100 * limit:.1f} %"
+    return judge(out, result, limit, policy, summary + _most_often(values))
+
+
+def _most_often(values: MetricSample) -> str:
+    """ " (most often: <detail>, <n>x)" from the output's declared `detail` strings, or ""."""
+    if not values.details:
+        return ""
+    detail, count = values.details.most_common(1)[0]
+    return f" (most often: {detail}, {count}x)"
 
 
 def _per_text_rate(values: MetricSample, policy: GatePolicy, name: str) -> dict[str, Any]:
@@ -139,7 +147,7 @@ def _per_text_rate(values: MetricSample, policy: GatePolicy, name: str) -> dict[
     summary = (
         f"candidate {event} in {pct(x_c, len(cand))} of {population} vs {pct(x_b, len(base))} for the primary"
     )
-    return judge(out, result, policy.check(name).tolerance, policy, summary)
+    return judge(out, result, policy.check(name).tolerance, policy, summary + _most_often(values))
 
 
 def _per_text_values(values: MetricSample, policy: GatePolicy, name: str) -> dict[str, Any]:
@@ -262,6 +270,10 @@ def run_checks(records: Sequence[dict[str, Any]], policy: GatePolicy) -> list[di
     for spec in all_checks(metrics):
         if not policy.check(spec.name).enabled:
             continue
+        values = sample.quality.get(spec.name)
+        check = values.metric.output.check if values is not None else None
+        if check is not None and check.skip_unscored and not values.scored:  # type: ignore[union-attr]
+            continue  # its evaluator did not run on this window: judged as before it existed
         try:
             results.append(spec.run(sample, policy, spec.name))
         except Exception as exc:  # one broken check must not hide the others' verdicts

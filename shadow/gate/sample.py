@@ -29,6 +29,11 @@ class MetricSample:
     baseline: list[Any] = field(default_factory=list)
     secondary: list[Any] = field(default_factory=list)
     noise: list[Any] = field(default_factory=list)
+    details: Counter[str] = field(default_factory=Counter)
+    """For event outputs that declare a `detail` key: how often each detail came with the candidate's
+    event (in the pairs its `candidate` list counts)."""
+    scored: bool = False
+    """Whether the evaluator ran on any answered pair of the window (`scored_by`, or a result)."""
 
 
 @dataclass(slots=True)
@@ -57,7 +62,11 @@ def collect(records: Iterable[dict[str, Any]], metrics: Sequence[Metric]) -> Sam
         _collect_operational(record, sample)
         if not view.side_answered(record, "candidate"):
             continue
+        scored_by = record.get("scored_by")
+        scored_by = scored_by if isinstance(scored_by, dict) else {}
         for values in sample.quality.values():
+            name = values.metric.evaluator
+            values.scored = values.scored or name in scored_by or record.get(name) is not None
             if values.metric.pairwise:
                 _collect_pairwise(record, values)
             else:
@@ -75,6 +84,8 @@ def _collect_pairwise(record: dict[str, Any], values: MetricSample) -> None:
     value = _read(values.metric, record, "candidate")
     if value is not None:
         values.candidate.append(value)
+        if value is True:
+            _count_detail(values, record, "candidate")
     if values.metric.output.noise_floor:
         floor = _read(values.metric, record, "candidate", noise=True)
         if floor is not None:
@@ -92,10 +103,25 @@ def _collect_per_text(record: dict[str, Any], values: MetricSample) -> None:
         return
     values.baseline.append(base)
     values.candidate.append(cand)
+    if cand is True:
+        _count_detail(values, record, "candidate")
     if metric.applies(record, "secondary"):
         secondary = _read(metric, record, "secondary")
         if secondary is not None:
             values.secondary.append(secondary)
+
+
+def _count_detail(values: MetricSample, record: dict[str, Any], side: str) -> None:
+    """Count the declared detail string that sits beside a flagged output (`Output.detail`)."""
+    key = values.metric.output.detail
+    if key is None:
+        return
+    container = record.get(values.metric.evaluator)
+    if not values.metric.pairwise and isinstance(container, dict):
+        container = container.get(side)
+    detail = container.get(key) if isinstance(container, dict) else None
+    if isinstance(detail, str) and detail:
+        values.details[detail[:120]] += 1
 
 
 def _collect_operational(record: dict[str, Any], sample: Sample) -> None:

@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from shadow.sidecar.capture import iter_sse_data
+from shadow.sidecar.sse import iter_sse_data
 
 ROUTES = ("chat", "completions", "responses")
 
@@ -205,7 +205,9 @@ def _parse_chat_document(obj: dict[str, Any], route: str, problems: _Problems) -
             problems.add(f"choice {index} tool_calls is {_json_type(raw_calls)}, not an array")
         calls = [_chat_tool_call(c, problems) for c in _list(raw_calls)]
         legacy = message.get("function_call")
-        if isinstance(legacy, dict):
+        # Servers that speak both (llama-cpp-python) repeat the first tool call as the deprecated
+        # `function_call`: it is a call of its own only when there are no tool calls.
+        if isinstance(legacy, dict) and not any(calls):
             calls.append(ToolCall(None, _str(legacy.get("name")), _arguments(legacy.get("arguments"))))
         choices.append(
             Choice(
@@ -385,7 +387,7 @@ class _ChoiceAcc:
 
     def build(self) -> Choice:
         calls = [c.build() for c in sorted(self.calls, key=lambda c: (c.wire_index, c.seq))]
-        if self.function_call is not None:
+        if self.function_call is not None and not calls:  # a repeat of the tool calls when both are sent
             calls.append(self.function_call.build())
         text = _join(self.text)
         refusal = _join(self.refusal) or None

@@ -16,12 +16,13 @@ import logging
 import random
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import aiohttp
 
-from shadow.core.pairs import Pair, SideOutput, prompt_of, utc_now
+from shadow.core.pairs import Pair, SideOutput, utc_now
+from shadow.core.prompts import binary_placeholders, prompt_of
 from shadow.core.settings import Settings
 from shadow.sidecar.breaker import CircuitBreaker
 from shadow.sidecar.budget import MirrorBudget
@@ -37,6 +38,7 @@ from shadow.sidecar.sampling import (
     header_value,
     user_key,
 )
+from shadow.sidecar.token_count import candidate_tokens
 from shadow.sidecar.upstream import call_and_capture
 
 log = logging.getLogger(__name__)
@@ -244,7 +246,7 @@ class Mirror:
                 self._queue.task_done()
 
     async def _complete(self, job: MirrorJob) -> None:
-        candidate_body = candidate_request_body(job.body, self.settings)
+        candidate_body = candidate_request_body(job.body, self.settings, job.route)
         path = next(p for p, r in MIRRORED_ROUTES.items() if r == job.route)
         notes: list[str] = []
 
@@ -288,7 +290,7 @@ class Mirror:
             raise
         candidate = calls["candidate"].result()
         secondary = calls["secondary"].result() if "secondary" in calls else None
-        self._account_candidate(candidate)
+        self._account_candidate(candidate, candidate_body)
         if outcome.side is None:
             self._drop(outcome.dropped or "incomplete")
             return
@@ -305,7 +307,7 @@ class Mirror:
         self.sink.submit(self._build_pair(job, outcome, candidate, secondary, [*outcome.notes, *notes]))
         self.metrics.pairs_stored.inc()
 
-    def _account_candidate(self, candidate: SideOutput) -> None:
+    def _account_candidate(self, candidate: SideOutput, request: dict[str, Any]) -> None:
         if candidate.latency_ms is not None:
             self.metrics.latency.labels(side="candidate").observe(candidate.latency_ms / 1000)
         if candidate.ttft_ms is not None:
@@ -321,11 +323,8 @@ class Mirror:
         else:
             self.breaker.record_success()
         self.metrics.breaker_state.set(self.breaker.state.gauge_value)
-        usage = candidate.usage or {}
-        tokens = usage.get("total_tokens") or (
-            usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0)
-        )
-        if isinstance(tokens, int) and tokens > 0:
+        tokens = candidate_tokens(candidate.usage, request, candidate)
+        if tokens > 0:
             self.budget.record_tokens(tokens)
 
     def _build_pair(
@@ -337,7 +336,8 @@ class Mirror:
         notes: list[str],
     ) -> Pair:
         redact = self.redactor.redact
-        request = self.redactor.redact_obj(job.body)
+        stored = job.body if self.settings.store_binary_parts else binary_placeholders(job.body)
+        request = self.redactor.redact_obj(stored)
         return Pair(
             experiment=self.settings.experiment,
             request=request,
@@ -367,11 +367,21 @@ def _secondary_headers(user_headers: Mapping[str, str], primary_auth: str | None
     return headers
 
 
-def candidate_request_body(body: dict[str, Any], settings: Settings) -> dict[str, Any]:
-    """The user's body with the candidate's model name and any configured decoding overrides."""
+def candidate_request_body(body: dict[str, Any], settings: Settings, route: str = "chat") -> dict[str, Any]:
+    """The user's body with the candidate's model name and any configured decoding overrides.
+
+    A streamed chat or completions request also asks for usage (`stream_options.include_usage`): this is
+    our request, not the user's, and without usage a streamed candidate would escape the token budget.
+    The Responses API reports usage in `response.completed` unasked.
+    """
     candidate_body = {**body, **settings.candidate_overrides()}
     if settings.candidate_model:
         candidate_body["model"] = settings.candidate_model
+    if route in ("chat", "completions") and candidate_body.get("stream") is True:
+        options = candidate_body.get("stream_options")
+        options = dict(options) if isinstance(options, dict) else {}
+        options["include_usage"] = True
+        candidate_body["stream_options"] = options
     return candidate_body
 
 
@@ -380,16 +390,36 @@ def _cut_off(waited_s: float) -> SideOutput:
 
 
 def _redacted_side(side: SideOutput, redact: Any) -> SideOutput:
-    return SideOutput(
-        text=redact(side.text) if side.text else side.text,
-        status=side.status,
-        latency_ms=side.latency_ms,
-        ttft_ms=side.ttft_ms,
-        finish_reason=side.finish_reason,
-        usage=side.usage,
-        error=redact(side.error) if side.error else side.error,
-        model=side.model,
-        started_at=side.started_at,
+    """Personal data out of every text the side carries: its answer, error, tool-call arguments, refusal,
+    reasoning and the other choices (both sides are redacted alike, so comparisons still hold)."""
+
+    def text(value: str | None) -> str | None:
+        return redact(value) if value else value
+
+    def calls(values: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        if not values:
+            return values
+        return [{**call, "arguments": text(call.get("arguments"))} for call in values]
+
+    return replace(
+        side,
+        text=text(side.text),
+        error=text(side.error),
+        tool_calls=calls(side.tool_calls),
+        refusal=text(side.refusal),
+        reasoning=text(side.reasoning),
+        choices=[
+            {
+                **choice,
+                "text": text(choice.get("text")),
+                "tool_calls": calls(choice.get("tool_calls")),
+                "refusal": text(choice.get("refusal")),
+                "reasoning": text(choice.get("reasoning")),
+            }
+            for choice in side.choices
+        ]
+        if side.choices
+        else side.choices,
     )
 
 

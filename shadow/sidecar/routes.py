@@ -6,7 +6,7 @@ worker maps them to the route names stored with each pair.
 
 from __future__ import annotations
 
-MIRRORED_ROUTES = {"/chat/completions": "chat", "/completions": "completions"}
+MIRRORED_ROUTES = {"/chat/completions": "chat", "/completions": "completions", "/responses": "responses"}
 """Paths after the `/v1` base, and the route name stored with the pair; every other path only passes
 through to the primary."""
 

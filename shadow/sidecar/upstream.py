@@ -111,6 +111,11 @@ def side_from_capture(
         error=error,
         model=captured.model or requested_model,
         started_at=started_at,
+        tool_calls=captured.tool_calls,
+        refusal=captured.refusal,
+        reasoning=captured.reasoning,
+        choices=captured.choices,
+        logprobs=captured.logprobs,
     )
 
 

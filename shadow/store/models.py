@@ -27,7 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from shadow.core.pairs import SIDE_FIELDS, SIDES, Pair, SideOutput
+from shadow.core.pairs import PART_FIELDS, SIDE_FIELDS, SIDES, Pair, SideOutput
 from shadow.core.storable import make_storable
 
 NAMING_CONVENTION = {
@@ -76,6 +76,8 @@ class PairRow(Base):
     # Nullable so that adding it was instant on a large table and rows written before it read as no notes.
     capture_notes: Mapped[list[str] | None] = mapped_column(JsonType)
 
+    # Per side: the operational fields (`SIDE_FIELDS`), then the answer parts (`PART_FIELDS`, from 0005; NULL
+    # when the answer had none, and on rows written before).
     baseline_text: Mapped[str | None] = mapped_column(Text)
     baseline_status: Mapped[int | None] = mapped_column(Integer)
     baseline_latency_ms: Mapped[float | None] = mapped_column(Float)
@@ -85,6 +87,11 @@ class PairRow(Base):
     baseline_error: Mapped[str | None] = mapped_column(Text)
     baseline_model: Mapped[str | None] = mapped_column(String(200))
     baseline_started_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    baseline_tool_calls: Mapped[list[dict[str, Any]] | None] = mapped_column(JsonType)
+    baseline_refusal: Mapped[str | None] = mapped_column(Text)
+    baseline_reasoning: Mapped[str | None] = mapped_column(Text)
+    baseline_choices: Mapped[list[dict[str, Any]] | None] = mapped_column(JsonType)
+    baseline_logprobs: Mapped[Any | None] = mapped_column(JsonType)
 
     # A side is absent (None in the dataclass) exactly when its has_ flag is false; its columns are NULL.
     has_candidate: Mapped[bool] = mapped_column(Boolean)
@@ -97,6 +104,11 @@ class PairRow(Base):
     candidate_error: Mapped[str | None] = mapped_column(Text)
     candidate_model: Mapped[str | None] = mapped_column(String(200))
     candidate_started_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    candidate_tool_calls: Mapped[list[dict[str, Any]] | None] = mapped_column(JsonType)
+    candidate_refusal: Mapped[str | None] = mapped_column(Text)
+    candidate_reasoning: Mapped[str | None] = mapped_column(Text)
+    candidate_choices: Mapped[list[dict[str, Any]] | None] = mapped_column(JsonType)
+    candidate_logprobs: Mapped[Any | None] = mapped_column(JsonType)
 
     has_secondary: Mapped[bool] = mapped_column(Boolean)
     secondary_text: Mapped[str | None] = mapped_column(Text)
@@ -108,6 +120,11 @@ class PairRow(Base):
     secondary_error: Mapped[str | None] = mapped_column(Text)
     secondary_model: Mapped[str | None] = mapped_column(String(200))
     secondary_started_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    secondary_tool_calls: Mapped[list[dict[str, Any]] | None] = mapped_column(JsonType)
+    secondary_refusal: Mapped[str | None] = mapped_column(Text)
+    secondary_reasoning: Mapped[str | None] = mapped_column(Text)
+    secondary_choices: Mapped[list[dict[str, Any]] | None] = mapped_column(JsonType)
+    secondary_logprobs: Mapped[Any | None] = mapped_column(JsonType)
 
 
 class ScoreRow(Base):
@@ -157,6 +174,8 @@ def pair_to_row(pair: Pair) -> dict[str, Any]:
         for f in SIDE_FIELDS:
             value = getattr(side, f)
             row[f"{name}_{f}"] = _to_utc(value) if isinstance(value, datetime) else value
+        for f in PART_FIELDS:
+            row[f"{name}_{f}"] = getattr(side, f)
     return row
 
 
@@ -180,6 +199,8 @@ def row_to_pair(row: Mapping[str, Any] | Any) -> Pair:
             continue
         fields = {f: values[f"{name}_{f}"] for f in SIDE_FIELDS}
         fields["started_at"] = _from_db_time(fields["started_at"])
+        # .get: a mapping built by hand (or a query from before 0005) may lack the part columns.
+        fields.update({f: values.get(f"{name}_{f}") for f in PART_FIELDS})
         sides[name] = SideOutput(text=values[f"{name}_text"], **fields)
     pair = Pair(
         id=values["id"],
