@@ -318,6 +318,11 @@ def write_agent_pairs(path: Path, scenario: str, seed: int = 7) -> None:
                     c if c["name"] != "get_weather" else call("get_weather", json.dumps(flipped))
                     for c in candidate
                 ]
+            if scenario == "wrong_function" and wrong:
+                candidate = [
+                    c if c["name"] != "get_weather" else call("get_forecast", c["arguments"])
+                    for c in candidate
+                ]
             if scenario == "text_instead" and wrong:
                 candidate, candidate_text = [], f"The weather in {city} will be mild for the next days."
             if scenario == "refuses" and rng.random() < 0.10:
@@ -363,7 +368,7 @@ def write_agent_pairs(path: Path, scenario: str, seed: int = 7) -> None:
 def run_gate(tmp_path: Path, scenario: str, capsys) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     pairs, scores = tmp_path / f"{scenario}.jsonl", tmp_path / f"{scenario}.scores.jsonl"
     write_agent_pairs(pairs, scenario)
-    evaluators = "tools,refusal,json,length,loop"
+    evaluators = "tools,refusal,json,semantic,length,loop"  # the text ones abstain on tool-only turns
     assert main(["score", "--input", str(pairs), "--output", str(scores), "--evaluators", evaluators]) == 0
     capsys.readouterr()
     main(["gate", "--input", str(scores), "--json"])
@@ -380,8 +385,18 @@ def test_known_truth_same_calls_reformatted_pass(tmp_path, capsys) -> None:
     assert checks["refusal_rate"]["verdict"] == "pass"
     # Tool-only answers have no text: the text checks abstain (no data), they never count as agreement.
     assert checks["length_ratio"]["verdict"] == "nodata" and checks["loop_rate"]["verdict"] == "nodata"
+    # ... and since they had nothing to judge on any answer, they do not hold the verdict back.
+    assert not checks["length_ratio"]["required"] and "nothing to judge" in checks["length_ratio"]["reason"]
     assert "invalid_json" in checks and checks["invalid_json"]["verdict"] == "nodata"  # no JSON mode
-    assert gate["verdict"] != "fail", gate["reason"]
+    assert gate["verdict"] == "pass", gate["reason"]
+
+
+def test_known_truth_wrong_functions_fail(tmp_path, capsys) -> None:
+    gate, checks = run_gate(tmp_path, "wrong_function", capsys)
+    mismatch = checks["tool_call_mismatch"]
+    assert mismatch["verdict"] == "fail" and 0.2 < mismatch["candidate"]["rate"] < 0.4, mismatch
+    assert "get_forecast" in mismatch["reason"] and "get_weather" in mismatch["reason"], mismatch["reason"]
+    assert gate["verdict"] == "fail" and "tool_call_mismatch" in gate["reason"]
 
 
 def test_known_truth_wrong_arguments_fail_naming_the_argument(tmp_path, capsys) -> None:

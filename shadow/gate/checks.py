@@ -275,13 +275,26 @@ def run_checks(records: Sequence[dict[str, Any]], policy: GatePolicy) -> list[di
         if check is not None and check.skip_unscored and not values.scored:  # type: ignore[union-attr]
             continue  # its evaluator did not run on this window: judged as before it existed
         try:
-            results.append(spec.run(sample, policy, spec.name))
+            result = spec.run(sample, policy, spec.name)
+            if values is not None and result["verdict"] == CheckVerdict.NODATA and _nothing_to_judge(values):
+                # Every answer it ran on had nothing for it (tool-only turns, refusals): more pairs of the
+                # same traffic will not give it data, so it cannot hold the verdict back. Shown, not passed.
+                result["required"] = False
+                result["reason"] = (
+                    f"No verdict: the {values.metric.evaluator} evaluator had nothing to judge on any of the "
+                    f"{values.abstained} answers of this window (no text on a side: tool calls or refusals)."
+                )
+            results.append(result)
         except Exception as exc:  # one broken check must not hide the others' verdicts
             out = base_result(spec.name, spec.metric, policy, None, None, None)
             out["verdict"] = CheckVerdict.ERROR
             out["reason"] = f"the check could not be computed ({type(exc).__name__}: {exc})."
             results.append(out)
     return results
+
+
+def _nothing_to_judge(values: MetricSample) -> bool:
+    return not values.candidate and values.abstained > 0
 
 
 __all__ = ["CheckSpec", "OPERATIONAL_CHECKS", "all_checks", "metric_text", "quality_check", "run_checks"]

@@ -34,6 +34,9 @@ class MetricSample:
     event (in the pairs its `candidate` list counts)."""
     scored: bool = False
     """Whether the evaluator ran on any answered pair of the window (`scored_by`, or a result)."""
+    abstained: int = 0
+    """Answered pairs the evaluator ran on (`scored_by`) and left without a result for the candidate: a
+    text evaluator on a tool-only turn or a refusal."""
 
 
 @dataclass(slots=True)
@@ -67,11 +70,20 @@ def collect(records: Iterable[dict[str, Any]], metrics: Sequence[Metric]) -> Sam
         for values in sample.quality.values():
             name = values.metric.evaluator
             values.scored = values.scored or name in scored_by or record.get(name) is not None
+            if name in scored_by and _abstained(record, values.metric):
+                values.abstained += 1
             if values.metric.pairwise:
                 _collect_pairwise(record, values)
             else:
                 _collect_per_text(record, values)
     return sample
+
+
+def _abstained(record: dict[str, Any], metric: Metric) -> bool:
+    result = record.get(metric.evaluator)
+    if metric.pairwise:
+        return result is None
+    return not isinstance(result, dict) or result.get("candidate") is None
 
 
 def _read(metric: Metric, record: dict[str, Any], side: str, *, noise: bool = False) -> Any:
