@@ -83,9 +83,10 @@ class GateCheck:
     `tolerance` is in the units of the check's effect size: for a rate, the candidate's rate minus the
     reference's; for a number, the Vargha-Delaney A - 1/2 (the probability that the candidate is worse,
     minus a half). `absolute_threshold` (a median, or a rate) judges a noise-floor output when there are
-    too few secondaries for a floor. `skip_unscored`: where no pair of the window was scored by the
-    evaluator at all (a scores file written before it existed, or scored with `--evaluators` without it),
-    the gate leaves the check out instead of reporting it without data, so such files are judged as before.
+    too few secondaries for a floor. `skip_unscored`: where no pair of the window has a value for it (its
+    evaluator did not run — a scores file written before it existed — or no pair is one it judges: no tool
+    calls, no JSON mode), the gate leaves the check out instead of reporting it without data, so such
+    windows are judged as before.
     """
 
     name: str

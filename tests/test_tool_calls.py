@@ -387,7 +387,7 @@ def test_known_truth_same_calls_reformatted_pass(tmp_path, capsys) -> None:
     assert checks["length_ratio"]["verdict"] == "nodata" and checks["loop_rate"]["verdict"] == "nodata"
     # ... and since they had nothing to judge on any answer, they do not hold the verdict back.
     assert not checks["length_ratio"]["required"] and "nothing to judge" in checks["length_ratio"]["reason"]
-    assert "invalid_json" in checks and checks["invalid_json"]["verdict"] == "nodata"  # no JSON mode
+    assert "invalid_json" not in checks  # no request asked for JSON: the check is left out
     assert gate["verdict"] == "pass", gate["reason"]
 
 

@@ -272,8 +272,10 @@ def run_checks(records: Sequence[dict[str, Any]], policy: GatePolicy) -> list[di
             continue
         values = sample.quality.get(spec.name)
         check = values.metric.output.check if values is not None else None
-        if check is not None and check.skip_unscored and not values.scored:  # type: ignore[union-attr]
-            continue  # its evaluator did not run on this window: judged as before it existed
+        if check is not None and check.skip_unscored and not values.candidate:  # type: ignore[union-attr]
+            # No pair of the window is one it judges (its evaluator did not run, or nothing asked for
+            # tools or JSON): the window is judged as if the check did not exist.
+            continue
         try:
             result = spec.run(sample, policy, spec.name)
             if values is not None and result["verdict"] == CheckVerdict.NODATA and _nothing_to_judge(values):
