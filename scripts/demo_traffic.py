@@ -167,7 +167,8 @@ async def one_tool_turn(
     messages.append(
         {
             "role": "assistant",
-            "content": None,
+            # OpenAI's shape is null; llama-cpp-python's server accepts only a string here.
+            "content": "" if real else None,
             "tool_calls": [
                 {
                     "id": c["id"],
@@ -182,7 +183,10 @@ async def one_tool_turn(
         messages.append(
             {"role": "tool", "tool_call_id": call["id"], "content": '{"result": "18 C, light wind"}'}
         )
-    result = await client.chat.completions.create(messages=messages, **kwargs)
+    try:
+        await client.chat.completions.create(messages=messages, **kwargs)
+    except openai.APIStatusError as exc:  # a small model's server may refuse its own follow-up; say so
+        print(f"  follow-up turn refused by the model server: {str(exc)[:120]}", file=sys.stderr)
     return len(tool_calls)
 
 
