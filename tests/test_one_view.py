@@ -102,3 +102,32 @@ def test_gate_report_and_export_agree_on_the_language_of_every_pair(copies):
     assert by_report == {lang: n for lang, n in by_gate.items() if n} == dict(by_export)
     # The first 300 characters of the prompt decide: a long English lead-in makes the pair English.
     assert by_gate == {"zh": 3 * copies, "en": 3 * copies, "other": 2 * copies}
+
+
+def test_agent_segments_are_derived_for_every_pair():
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    records = [
+        {"route": "chat", "request": {"tools": tools, "messages": [{"role": "user", "content": "hi"}]}},
+        {
+            "route": "chat",
+            "request": {
+                "tools": tools,
+                "messages": [
+                    {"role": "user", "content": "hi"},
+                    {"role": "assistant", "tool_calls": [{"id": "1", "function": {"name": "f"}}]},
+                    {"role": "tool", "tool_call_id": "1", "content": "ok"},
+                ],
+            },
+        },
+        {"route": "responses", "request": {"input": "hello"}},
+        {"route": "completions", "request": {"prompt": "x"}},
+    ]
+    for record in records:
+        record.update(experiment="e", baseline="a", candidate="a")
+    assert len(select_pairs(records, segment={"tools": "yes"})) == 2
+    assert len(select_pairs(records, segment={"after_tool": "yes"})) == 1
+    assert len(select_pairs(records, segment={"route": "responses"})) == 1
+    assert len(select_pairs(records, segment={"route": "chat", "tools": "no"})) == 0
+    report = build_report(records, evaluate_gate(records))
+    dimensions = {row["dimension"] for row in report["segments"]}
+    assert {"route", "tools offered", "after tool results"} <= dimensions
