@@ -18,7 +18,7 @@ Outputs (per pair, for the candidate or, in the noise section, for the secondary
 - `call_vs_text`: one side called a tool, the other answered without one;
 - `invalid_arguments`: a call's arguments are not valid JSON, or the function's JSON schema from the
   request's ``tools`` (chat ``function.parameters``, Responses ``parameters``, legacy ``functions``)
-  rejects them (`evaluators.json_output.validate_schema`); `unknown_function`: it called a function the
+  rejects them (`evaluators.json_rules.validate_schema`); `unknown_function`: it called a function the
   request did not offer;
 - `argument_problem`: the first invalid call without the values ("get_weather: arguments are not valid
   JSON", "get_weather: arguments violate the schema ('required' at $)");
@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from evaluators.base import Evaluator, GateCheck, Output, ScoringContext, TextPair
-from evaluators.json_output import canonical_dumps, strict_loads, validate_schema
+from evaluators.json_rules import canonical_dumps, strict_loads, validate_schema
 
 
 @dataclass(frozen=True, slots=True)

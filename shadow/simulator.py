@@ -28,6 +28,10 @@ reports usage.
 Everything is deterministic per request: ids, timestamps and choices derive from the request body and the
 prompt, so a test can compare a direct call with a proxied one. Plain text traffic (no tools, no `n`, no
 JSON mode, the agent knobs at their defaults) is answered exactly as before those were added.
+
+This module serves; the parts live beside it: `simulator_model.py` (shared shapes), `simulator_ask.py`
+(reading a request), `simulator_text.py` (phrase book, chat and completions text), `simulator_tools.py`
+(tool calls) and `simulator_responses.py` (the Responses API).
 """
 
 from __future__ import annotations
@@ -35,86 +39,59 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import random
-import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
+from shadow.simulator_ask import read_ask, user_text
+from shadow.simulator_model import (
+    HARMFUL_MARKERS,
+    Ask,
+    Call,
+    SimulatedModel,
+    Tool,
+    Turn,
+    argument_pieces,
+    fraction,
+    is_chinese,
+    split_pieces,
+)
+from shadow.simulator_responses import response_document, response_events
+from shadow.simulator_text import (
+    REFUSALS,
+    chat_choice,
+    chat_events,
+    compose_answer,
+    reasoning_text,
+    render_text,
+)
+from shadow.simulator_tools import json_answer, planned_calls, quote_results
+
+__all__ = [
+    "BEHAVIOURS",
+    "HARMFUL_MARKERS",
+    "STATE",
+    "TOOL_BEHAVIOURS",
+    "Ask",
+    "Call",
+    "RecordedRequest",
+    "SimulatedModel",
+    "SimulatorState",
+    "Tool",
+    "Turn",
+    "argument_pieces",
+    "compose_answer",
+    "create_app",
+    "plan_turn",
+    "read_ask",
+    "split_pieces",
+    "start_simulator",
+    "user_text",
+]
+
 BEHAVIOURS = ("normal", "loop", "verbose", "hang", "error500", "garbage", "drop_midstream", "slow")
 TOOL_BEHAVIOURS = ("right", "wrong_arguments", "wrong_function", "text_instead", "reorder_and_reformat")
-
-_ZH_SENTENCES = (
-    "首先，我们需要明确问题的核心。",
-    "从数据来看，这一趋势在过去几年里相当稳定。",
-    "其次，要考虑成本与收益之间的平衡。",
-    "在实际操作中，建议先做小规模试点。",
-    "如果试点效果良好，再逐步扩大范围。",
-    "同时，应当建立清晰的监控指标。",
-    "最后，定期复盘可以帮助团队持续改进。",
-    "总的来说，这个方案是可行的，但需要耐心。",
-)
-_EN_SENTENCES = (
-    "First, it helps to state the core of the problem clearly.",
-    "The data suggest the trend has been stable for several years.",
-    "Second, weigh the costs against the expected benefits.",
-    "In practice, start with a small pilot before committing.",
-    "If the pilot works, widen the scope step by step.",
-    "Meanwhile, define clear metrics and watch them closely.",
-    "Finally, regular reviews help the team keep improving.",
-    "Overall, the plan is workable, but it needs patience.",
-)
-_REFUSALS = {
-    "en": "I'm sorry, but I can't help with that request.",
-    "zh": "抱歉，我无法协助处理这个请求。",
-}
-HARMFUL_MARKERS = (
-    "bomb",
-    "explosive",
-    "malware",
-    "ransomware",
-    "nerve agent",
-    "bioweapon",
-    "steal a car",
-    "炸弹",
-    "恶意软件",
-)
-"""Prompts containing one of these are refused when `SimulatedModel.refuse_harmful` is set."""
-
-
-@dataclass(frozen=True, slots=True)
-class SimulatedModel:
-    name: str = "sim-primary"
-    behaviour: str = "normal"
-    first_byte_delay_s: float = 0.0
-    chunk_delay_s: float = 0.0
-    slice_bytes: int | None = None
-    """Write streams in slices of this many bytes, splitting SSE lines and UTF-8 characters on purpose."""
-    variation: float = 0.0
-    """Chance that a sentence is swapped for another: how much two calls with the same prompt differ."""
-    sentences: int = 4
-    seed: int = 0
-    loop_share: float = 0.0
-    """Share of prompts (chosen by prompt hash, so reproducible) answered with a degenerate loop."""
-    tool_behaviour: str = "right"
-    """How prompts that call tools are answered: "right" (the calls the prompt needs), "wrong_arguments"
-    (the same function, a wrong value and a required argument missing), "wrong_function" (another tool,
-    or a made-up name when there is only one), "text_instead" (a text answer, no call), or
-    "reorder_and_reformat" (the same calls and values, arguments with other key order, whitespace and
-    number format, parallel calls in the opposite order)."""
-    tool_error_share: float = 1.0
-    """Share of the calling prompts (by prompt hash) that get `tool_behaviour`; the others get "right"."""
-    refusal_share: float = 0.0
-    """Share of prompts (by prompt hash) refused with a `refusal` instead of an answer."""
-    refuse_harmful: bool = False
-    """Refuse prompts that contain one of `HARMFUL_MARKERS`."""
-    reasoning: bool = False
-    """Think aloud first: `reasoning_content` in chat, a `reasoning` item with a summary in Responses."""
-    report_usage: bool = True
-    """False: never report usage (no `usage` in answers, `stream_options.include_usage` ignored), as some
-    self-hosted servers do."""
 
 
 @dataclass
@@ -134,42 +111,6 @@ class SimulatorState:
 
 
 STATE = web.AppKey("simulator_state", SimulatorState)
-
-
-def compose_answer(model: SimulatedModel, prompt: str, call_number: int, salt: str = "") -> list[str]:
-    """The answer as a list of sentences; deterministic in (prompt, seed, salt) apart from `variation`.
-
-    `salt` tells apart answers to the same prompt that must differ (the choices of an `n` > 1 request)."""
-    chinese = _is_chinese(prompt)
-    book = _ZH_SENTENCES if chinese else _EN_SENTENCES
-    key = f"{model.seed}:{prompt}" if not salt else f"{model.seed}:{prompt}:{salt}"
-    digest = hashlib.sha256(key.encode()).digest()
-    start = digest[0] % len(book)
-    count = model.sentences + digest[1] % 3
-    if model.behaviour == "verbose":
-        count = round(count * 1.4) + 1
-    sentences = [book[(start + i) % len(book)] for i in range(count)]
-    noise = random.Random(f"{key}:{call_number}")
-    for i in range(len(sentences)):
-        if noise.random() < model.variation:
-            sentences[i] = book[noise.randrange(len(book))]
-    return sentences
-
-
-def split_pieces(text: str, size: int = 3) -> list[str]:
-    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
-
-
-def argument_pieces(text: str) -> list[str]:
-    """Tool-call arguments cut into small pieces of uneven size (1 to 5 characters), as models stream them."""
-    sizes = (1, 3, 2, 5, 4)
-    pieces: list[str] = []
-    at = 0
-    while at < len(text):
-        size = sizes[len(pieces) % len(sizes)]
-        pieces.append(text[at : at + size])
-        at += size
-    return pieces or [""]
 
 
 def create_app(model: SimulatedModel) -> web.Application:
@@ -194,198 +135,7 @@ async def _models(request: web.Request) -> web.Response:
     return web.json_response({"object": "list", "data": [{"id": state.model.name, "object": "model"}]})
 
 
-# --- what was asked ------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Tool:
-    name: str
-    parameters: dict[str, Any]
-
-
-@dataclass(slots=True)
-class Ask:
-    """A request, read once: what every route's answer is planned from."""
-
-    route: str
-    prompt: str
-    """The last user turn's text: what the answer's sentences are derived from."""
-    tools: list[Tool]
-    tool_choice: str | None
-    """None, "auto", "none", "required", or "function:<name>"."""
-    parallel: bool
-    tool_results: list[tuple[str, str]]
-    """(tool name, result text) of the tool results after the last user turn."""
-    json_format: dict[str, Any] | None
-    """{"type": "json_object"} or {"type": "json_schema", "schema": {...}}: the answer must be JSON."""
-    max_tokens: int
-    n: int
-    all_text: str
-    """Every text the request carries (messages, tools), for an honest prompt token count."""
-
-    @property
-    def plain(self) -> bool:
-        """No agent feature asked for: the answer is exactly what the simulator always said."""
-        return not self.tools and not self.tool_results and self.json_format is None and self.n == 1
-
-
-def user_text(payload: dict[str, Any], route: str = "chat") -> str:
-    """The last user turn's text: chat `messages`, Responses `input`, or the completions `prompt`."""
-    messages = payload.get("messages")
-    if isinstance(messages, list) and route != "responses":
-        for message in reversed(messages):
-            if isinstance(message, dict) and message.get("role") == "user":
-                return _text_of(message.get("content"), ("text",))
-        return ""
-    items = payload.get("input") if route == "responses" else None
-    if isinstance(items, str):
-        return items
-    if isinstance(items, list):
-        for item in reversed(items):
-            if (
-                isinstance(item, dict)
-                and item.get("role") == "user"
-                and item.get("type") in (None, "message")
-            ):
-                return _text_of(item.get("content"), ("input_text", "text"))
-        return ""
-    prompt = payload.get("prompt")
-    if isinstance(prompt, str):
-        return prompt
-    if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
-        return "\n".join(prompt)
-    return ""
-
-
-def _text_of(content: Any, kinds: tuple[str, ...]) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(
-            part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") in kinds
-        )
-    return ""
-
-
-def read_ask(payload: dict[str, Any], route: str) -> Ask:
-    tools: list[Tool] = []
-    raw_tools = payload.get("tools")
-    for raw in raw_tools if isinstance(raw_tools, list) else []:
-        if not isinstance(raw, dict) or raw.get("type", "function") != "function":
-            continue
-        spec = raw.get("function") if isinstance(raw.get("function"), dict) else raw  # chat / Responses
-        name = spec.get("name")
-        if isinstance(name, str) and name:
-            parameters = spec.get("parameters")
-            tools.append(Tool(name, parameters if isinstance(parameters, dict) else {}))
-    choice = payload.get("tool_choice")
-    tool_choice: str | None = None
-    if isinstance(choice, str):
-        tool_choice = choice
-    elif isinstance(choice, dict):
-        named = choice.get("function") if isinstance(choice.get("function"), dict) else choice
-        if isinstance(named.get("name"), str):
-            tool_choice = f"function:{named['name']}"
-    items = payload.get("messages") if route != "responses" else payload.get("input")
-    tool_results = _tool_results(items if isinstance(items, list) else [])
-    if route == "responses":
-        text = payload.get("text")
-        fmt = text.get("format") if isinstance(text, dict) else None
-        json_format = _json_format(fmt, fmt)
-        max_tokens = payload.get("max_output_tokens")
-    else:
-        fmt = payload.get("response_format")
-        json_format = _json_format(fmt, fmt.get("json_schema") if isinstance(fmt, dict) else None)
-        max_tokens = payload.get("max_tokens") or payload.get("max_completion_tokens")
-    n = payload.get("n") if route != "responses" else 1
-    return Ask(
-        route=route,
-        prompt=user_text(payload, route),
-        tools=tools,
-        tool_choice=tool_choice,
-        parallel=payload.get("parallel_tool_calls") is not False,
-        tool_results=tool_results,
-        json_format=json_format,
-        max_tokens=int(max_tokens or 512),
-        n=n if isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 16 else 1,
-        all_text="".join(_strings([payload.get(k) for k in ("messages", "input", "instructions", "tools")])),
-    )
-
-
-def _json_format(fmt: Any, schema_holder: Any) -> dict[str, Any] | None:
-    if not isinstance(fmt, dict):
-        return None
-    if fmt.get("type") == "json_object":
-        return {"type": "json_object"}
-    if fmt.get("type") == "json_schema":
-        schema = schema_holder.get("schema") if isinstance(schema_holder, dict) else None
-        return {"type": "json_schema", "schema": schema if isinstance(schema, dict) else {}}
-    return None
-
-
-def _tool_results(items: list[Any]) -> list[tuple[str, str]]:
-    names: dict[str, str] = {}
-    results: list[tuple[str, str]] = []
-    for item in items:
-        if not isinstance(item, dict):
-            continue
-        if item.get("role") == "user" and item.get("type") in (None, "message"):
-            results = []
-        calls = item.get("tool_calls")
-        for call in calls if isinstance(calls, list) else []:
-            if isinstance(call, dict) and isinstance(call.get("function"), dict):
-                names[str(call.get("id"))] = str(call["function"].get("name") or "tool")
-        if item.get("type") == "function_call":
-            names[str(item.get("call_id"))] = str(item.get("name") or "tool")
-        if item.get("role") == "tool":
-            name = names.get(str(item.get("tool_call_id")), str(item.get("name") or "tool"))
-            results.append((name, _text_of(item.get("content"), ("text",))))
-        elif item.get("type") == "function_call_output":
-            output = item.get("output")
-            results.append((names.get(str(item.get("call_id")), "tool"), _text_of(output, ("input_text",))))
-    return results
-
-
-def _strings(value: Any) -> Iterator[str]:
-    if isinstance(value, str):
-        if not value.startswith("data:"):
-            yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _strings(item)
-
-
-# --- what is answered ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Call:
-    id: str
-    name: str
-    arguments: str
-
-
-@dataclass(slots=True)
-class Turn:
-    """One choice of an answer."""
-
-    text: str | None = None
-    calls: list[Call] = field(default_factory=list)
-    refusal: str | None = None
-    reasoning: str | None = None
-    finish_reason: str = "stop"
-
-    def tokens(self) -> int:
-        count = len(split_pieces(self.text)) if self.text is not None else 0
-        count += len(split_pieces(self.refusal)) if self.refusal is not None else 0
-        count += sum(len(split_pieces(c.name + c.arguments)) for c in self.calls)
-        return count + self.reasoning_tokens()
-
-    def reasoning_tokens(self) -> int:
-        return len(split_pieces(self.reasoning)) if self.reasoning else 0
+# --- what is answered ---------------------------------------------------------------------------------------
 
 
 def plan_turn(
@@ -395,27 +145,27 @@ def plan_turn(
     salt = f"choice{choice}" if choice else ""
     prompt = ask.prompt
     behaviour = model.behaviour
-    if model.loop_share and _fraction(model, prompt, "loop") < model.loop_share:
+    if model.loop_share and fraction(model, prompt, "loop") < model.loop_share:
         behaviour = "loop"
-    reasoning = _reasoning_text(model, ask) if model.reasoning else None
+    reasoning = reasoning_text(model, ask) if model.reasoning else None
     forced = ask.tool_choice == "required" or (ask.tool_choice or "").startswith("function:")
     if not forced and _refuses(model, prompt):
-        return Turn(refusal=_REFUSALS["zh" if _is_chinese(prompt) else "en"], reasoning=reasoning), False
-    calls = [] if ask.tool_results else _planned_calls(model, ask, digest, choice)
+        return Turn(refusal=REFUSALS["zh" if is_chinese(prompt) else "en"], reasoning=reasoning), False
+    calls = [] if ask.tool_results else planned_calls(model, ask, digest, choice)
     if calls:
         return Turn(calls=calls, reasoning=reasoning, finish_reason="tool_calls"), False
     sentences = compose_answer(model, prompt, call_number, salt)
     if ask.tool_results:
-        sentences = [_quote_results(ask.tool_results, _is_chinese(prompt)), *sentences[:2]]
+        sentences = [quote_results(ask.tool_results, is_chinese(prompt)), *sentences[:2]]
     if ask.json_format is not None:
-        text = _json_answer(ask, sentences, digest)
+        text = json_answer(ask, sentences, digest)
         pieces = split_pieces(text)
         if len(pieces) > ask.max_tokens:
             return Turn(
                 text="".join(pieces[: ask.max_tokens]), reasoning=reasoning, finish_reason="length"
             ), False
         return Turn(text=text, reasoning=reasoning), False
-    text, finish_reason = _render_text(sentences, behaviour, ask.max_tokens)
+    text, finish_reason = render_text(sentences, behaviour, ask.max_tokens)
     turn = Turn(text=text, reasoning=reasoning, finish_reason=finish_reason)
     return turn, reasoning is None and not ask.tool_results
 
@@ -423,325 +173,7 @@ def plan_turn(
 def _refuses(model: SimulatedModel, prompt: str) -> bool:
     if model.refuse_harmful and any(marker in prompt.lower() for marker in HARMFUL_MARKERS):
         return True
-    return bool(model.refusal_share) and _fraction(model, prompt, "refusal") < model.refusal_share
-
-
-def _quote_results(results: list[tuple[str, str]], chinese: bool) -> str:
-    quoted = []
-    for name, result in results:
-        result = " ".join(result.split())
-        result = result if len(result) <= 200 else result[:199] + "…"
-        quoted.append(
-            f"根据 {name} 的结果：{result}。" if chinese else f"The {name} tool returned: {result}."
-        )
-    return ("" if chinese else " ").join(quoted)
-
-
-def _reasoning_text(model: SimulatedModel, ask: Ask) -> str:
-    question = " ".join(ask.prompt.split())
-    question = question if len(question) <= 80 else question[:79] + "…"
-    if _is_chinese(ask.prompt):
-        steps = [f"用户的问题是：“{question}”。", "先想清楚对方真正需要什么。"]
-        if ask.tool_results:
-            steps.append("工具已经返回了结果，据此回答即可。")
-        elif ask.tools:
-            steps.append("看看可用的工具能否提供所需的数据。")
-        steps.append("我会分几步清楚地回答。")
-        return "".join(steps)
-    steps = [f"The user asks: “{question}”.", "Let me work out what they actually need."]
-    if ask.tool_results:
-        steps.append("The tool results are in; the answer should rest on them.")
-    elif ask.tools:
-        steps.append("One of the tools may provide the data this needs.")
-    digest = hashlib.sha256(f"reason:{model.seed}:{ask.prompt}".encode()).digest()
-    steps.append(
-        ("I will answer in a few clear steps.", "A short, structured answer fits best.")[digest[0] % 2]
-    )
-    return " ".join(steps)
-
-
-# --- tool calls ------------------------------------------------------------------------------------------------
-
-_SUBJECTS = {
-    "weather": ("weather", "forecast", "temperature", "rain", "sunny", "天气", "气温"),
-    "forecast": ("weather", "forecast", "天气"),
-    "temperature": ("temperature", "weather", "气温"),
-    "flight": ("flight", "fly ", "plane", "airport", "航班", "机票"),
-    "search": ("search", "look up", "find", "google", "搜索", "查找"),
-    "web": ("search the web", "online", "web"),
-    "calculate": ("calculate", "compute", "multiply", "divide", "plus", "times", "sum of", "计算"),
-    "calculator": ("calculate", "compute", "multiply", "divide", "plus", "times", "计算"),
-    "math": ("calculate", "compute", "math", "计算"),
-    "stock": ("stock", "share price", "ticker", "股价"),
-    "price": ("price", "cost", "价格"),
-    "email": ("email", "e-mail", "mail ", "邮件"),
-    "time": ("time in", "what time", "时间"),
-    "news": ("news", "headline", "新闻"),
-    "translate": ("translate", "翻译"),
-    "hotel": ("hotel", "stay", "酒店"),
-    "book": ("book ", "reserve", "预订"),
-    "convert": ("convert", "exchange rate", "换算"),
-}
-_GENERIC_HINTS = ("weather", "forecast", "flight", "search", "look up", "calculate", "compute",
-                  "天气", "航班", "搜索", "计算")  # fmt: skip
-"""A prompt with one of these needs a tool even when it names none of the tools offered."""
-_NAME_NOISE = {"get", "set", "fetch", "do", "run", "call", "tool", "api", "the", "current", "lookup", "query"}
-_NOT_PLACES = {
-    "What", "Whats", "What's", "The", "Is", "Are", "How", "Please", "Can", "Could", "Would", "Tell", "Should",
-    "And", "In", "On", "For", "Book", "Find", "Search", "Calculate", "Compute", "Look", "Show", "Give", "Get",
-    "I", "I'm", "My", "Me", "Will", "Do", "Does", "Which", "When", "Where", "Who", "Why", "It", "Then", "Also",
-    "Check", "Send", "Convert", "Translate", "Hi", "Hello", "Thanks", "Use", "Let", "Now", "Today",
-    "Tomorrow", "Weather", "Flight", "Flights", "From", "To", "Between", "With", "After", "Before",
-}  # fmt: skip
-_ZH_PLACES = ("北京", "上海", "广州", "深圳", "杭州", "成都", "东京", "巴黎", "伦敦", "纽约")
-_PLACE_WORDS = (
-    "location", "city", "place", "destination", "origin", "from", "to", "departure", "arrival",
-    "address", "region", "country", "where", "town",
-)  # fmt: skip
-_QUERY_WORDS = ("query", "q", "search", "question", "prompt", "topic", "keywords", "term", "text", "input")
-_WRONG_PLACES = ("Springfield", "Atlantis", "Gotham")
-
-
-def _planned_calls(model: SimulatedModel, ask: Ask, digest: str, choice: int) -> list[Call]:
-    if not ask.tools or ask.tool_choice == "none":
-        return []
-    lowered = ask.prompt.lower()
-    matched = [tool for tool in ask.tools if _tool_matches(tool, lowered)]
-    rank = _fraction(model, ask.prompt, "tool")
-    if ask.tool_choice and ask.tool_choice.startswith("function:"):
-        name = ask.tool_choice.partition(":")[2]
-        chosen = [next((t for t in ask.tools if t.name == name), Tool(name, {}))]
-    elif matched:
-        chosen = matched
-    elif ask.tool_choice == "required" or any(hint in lowered for hint in _GENERIC_HINTS):
-        chosen = [ask.tools[int(rank * len(ask.tools))]]
-    else:
-        return []
-    places = _places(ask.prompt)
-    # (tool, the place this call is about): two tools named, or one tool asked about two places.
-    if len(chosen) >= 2 and ask.parallel:
-        planned = [(chosen[0], 0), (chosen[1], 0)]
-    elif len(places) >= 2 and ask.parallel and _place_parameters(chosen[0]) == 1:
-        planned = [(chosen[0], 0), (chosen[0], 1)]
-    else:
-        planned = [(chosen[0], 0)]
-    behaviour = model.tool_behaviour
-    if behaviour != "right" and _fraction(model, ask.prompt, "tool-error") >= model.tool_error_share:
-        behaviour = "right"
-    if behaviour == "text_instead":
-        return []
-    values = _Values(model.seed, ask.prompt, places)
-    calls = []
-    for number, (tool, place) in enumerate(planned):
-        name = tool.name
-        if behaviour == "wrong_function":
-            others = [t for t in ask.tools if t.name != tool.name]
-            tool = others[number % len(others)] if others else Tool(f"{tool.name}_v2", tool.parameters)
-            name = tool.name
-        arguments = values.call(tool.parameters, place)
-        if behaviour == "wrong_arguments":
-            arguments = _wrong(arguments, tool.parameters)
-        if behaviour == "reorder_and_reformat":
-            text = json.dumps(_reformatted(arguments), ensure_ascii=False, indent=2)
-        else:
-            text = json.dumps(arguments, ensure_ascii=False, separators=(",", ":"))
-        call_id = "call_" + hashlib.sha256(f"{digest}:{choice}:{number}".encode()).hexdigest()[:24]
-        calls.append(Call(call_id, name, text))
-    if behaviour == "reorder_and_reformat":
-        calls.reverse()
-    return calls
-
-
-def _tool_matches(tool: Tool, lowered_prompt: str) -> bool:
-    words = [w.lower() for w in re.split(r"[_\-.\s]+|(?<=[a-z])(?=[A-Z])", tool.name) if w]
-    for word in words:
-        if word in _NAME_NOISE or len(word) < 3:
-            continue
-        stem = word[:-1] if word.endswith("s") and len(word) > 3 else word
-        if stem in lowered_prompt or any(hint in lowered_prompt for hint in _SUBJECTS.get(stem, ())):
-            return True
-    return False
-
-
-def _place_parameters(tool: Tool) -> int:
-    """How many parameters name a place: one (a city) makes a call per place named; two (origin and
-    destination) take both places in one call."""
-    properties = tool.parameters.get("properties")
-    return sum(_is_place(str(name)) for name in properties) if isinstance(properties, dict) else 0
-
-
-def _is_place(name: str) -> bool:
-    lowered = name.lower()
-    return any(word == lowered or lowered.startswith(word + "_") or lowered.endswith("_" + word)
-               for word in _PLACE_WORDS)  # fmt: skip
-
-
-def _places(prompt: str) -> list[str]:
-    """Capitalised names in the prompt ("Paris", "New York"), and known Chinese city names. A sentence's
-    first word is capitalised anyway ("Compare ..."): it counts only when the prompt names nothing else."""
-    inside: list[str] = []
-    first: list[str] = []
-    for match in re.finditer(r"\b[A-Z][\w'’-]*(?:\s+[A-Z][\w'’-]*)*", prompt):
-        words = match.group(0).split()
-        initial = re.search(r"(?:^|[.!?;:]\s*|\n\s*)$", prompt[: match.start()]) is not None
-        if initial and len(words) > 1:
-            words, initial = words[1:], False
-        words = [w for w in words if w.strip("'’") not in _NOT_PLACES]
-        if words:
-            (first if initial else inside).append(" ".join(words))
-    found = (inside or first) + [city for city in _ZH_PLACES if city in prompt]
-    return list(dict.fromkeys(found))
-
-
-class _Values:
-    """Plausible argument values for a JSON schema, taken from the prompt where it has them."""
-
-    def __init__(self, seed: int, prompt: str, places: list[str]) -> None:
-        self.prompt = prompt
-        self.places = places
-        self.chinese = _is_chinese(prompt)
-        undated = re.sub(r"\d{4}-\d{2}-\d{2}|\d{1,2}:\d{2}", " ", prompt)
-        self.numbers = re.findall(r"(?<![\w.])-?\d+(?:\.\d+)?", undated)
-        self.used = 0
-        self.random = random.Random(f"args:{seed}:{prompt}")
-        self.sentences: list[str] = []
-
-    def call(self, schema: dict[str, Any], place: int = 0) -> dict[str, Any]:
-        """The arguments of one call: numeric parameters take the prompt's numbers in order."""
-        self.used = 0
-        return self.object(schema, place)
-
-    def object(self, schema: dict[str, Any], place: int = 0) -> dict[str, Any]:
-        properties = schema.get("properties")
-        if not isinstance(properties, dict):
-            return {}
-        required = schema.get("required")
-        names = [n for n in properties if isinstance(required, list) and n in required] if required else []
-        out: dict[str, Any] = {}
-        for name in names or list(properties):
-            spec = properties[name]
-            out[name] = self.value(str(name), spec if isinstance(spec, dict) else {}, place)
-        return out
-
-    def value(self, name: str, schema: dict[str, Any], place: int = 0) -> Any:
-        for key in ("anyOf", "oneOf", "allOf"):
-            options = schema.get(key)
-            if isinstance(options, list) and options and isinstance(options[0], dict):
-                schema = {**schema, **next((o for o in options if o.get("type") != "null"), options[0])}
-        enum = schema.get("enum")
-        if isinstance(enum, list) and enum:
-            lowered = self.prompt.lower()
-            return next((v for v in enum if isinstance(v, str) and v.lower() in lowered), enum[0])
-        if "const" in schema:
-            return schema["const"]
-        kind = schema.get("type")
-        if isinstance(kind, list):
-            kind = next((k for k in kind if k != "null"), "string")
-        if kind is None:
-            kind = "object" if isinstance(schema.get("properties"), dict) else "string"
-        if kind == "object":
-            return self.object(schema, place)
-        if kind == "array":
-            items = schema.get("items") if isinstance(schema.get("items"), dict) else {"type": "string"}
-            if _is_place(name.rstrip("s")) and len(self.places) > 1:
-                return [self.value(name.rstrip("s"), items, i) for i in range(len(self.places))]
-            return [self.value(name.rstrip("s"), items, place)]
-        if kind == "integer":
-            return int(float(self.number(name)))
-        if kind == "number":
-            number = float(self.number(name))
-            return int(number) if number.is_integer() else number
-        if kind == "boolean":
-            return False
-        return self.string(name, place)
-
-    def number(self, name: str) -> str:
-        if self.used < len(self.numbers):
-            self.used += 1
-            return self.numbers[self.used - 1]
-        return str(
-            1 + self.random.randrange(5) if "count" in name or "num" in name else 2 + self.random.randrange(9)
-        )
-
-    def string(self, name: str, place: int) -> str:
-        lowered = name.lower()
-        if _is_place(lowered):
-            if lowered in ("to", "destination", "arrival") or lowered.endswith(("_to", "destination")):
-                place = max(place, 1)
-            if self.places:
-                return self.places[min(place, len(self.places) - 1)]
-            return ("北京", "上海")[place % 2] if self.chinese else ("Paris", "Lisbon")[place % 2]
-        if "date" in lowered or lowered == "day":
-            found = re.search(r"\d{4}-\d{2}-\d{2}", self.prompt)
-            return (
-                found.group(0)
-                if found
-                else f"2025-{1 + self.random.randrange(12):02d}-{1 + self.random.randrange(28):02d}"
-            )
-        if "unit" in lowered:
-            return "fahrenheit" if "fahrenheit" in self.prompt.lower() else "celsius"
-        if "email" in lowered or lowered == "recipient":
-            found = re.search(r"[\w.+-]+@[\w-]+\.[\w.]+", self.prompt)
-            return found.group(0) if found else "alex@example.com"
-        if lowered in ("expression", "formula", "equation", "expr"):
-            found = re.search(r"[\d.(]+(?:\s*[-+*/×x^%]\s*[\d.()]+)+", self.prompt)
-            return found.group(0).strip() if found else "2 + 2"
-        if lowered in ("symbol", "ticker"):
-            found = re.search(r"\b[A-Z]{2,5}\b", self.prompt)
-            return found.group(0) if found else "ACME"
-        if lowered in ("currency", "from_currency", "to_currency"):
-            return "USD" if "to" not in lowered else "EUR"
-        if lowered in ("language", "lang", "target_language"):
-            return "zh" if self.chinese else "en"
-        if lowered in _QUERY_WORDS or lowered.endswith("_query"):
-            return self.prompt.strip().rstrip("?？。.") or "query"
-        if self.sentences:
-            return self.sentences[0]
-        words = self.prompt.split()
-        return " ".join(words[:6]).rstrip("?？。.,") or "value"
-
-
-def _wrong(arguments: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
-    """The same call with one value wrong and, when there are several, the last required argument missing."""
-    out = dict(arguments)
-    if not out:
-        return {"input": "?"}
-    first = next(iter(out))
-    value = out[first]
-    if isinstance(value, bool):
-        out[first] = not value
-    elif isinstance(value, (int, float)):
-        out[first] = value * 10 + 1
-    elif isinstance(value, str):
-        out[first] = next(p for p in _WRONG_PLACES if p != value) if _is_place(first) else value[::-1] or "?"
-    else:
-        out[first] = None
-    required = schema.get("required") if isinstance(schema.get("required"), list) else []
-    present = [name for name in out if name in required]
-    if len(present) > 1:
-        del out[present[-1]]
-    return out
-
-
-def _reformatted(value: Any) -> Any:
-    """Keys in the opposite order, and whole numbers written as floats (1 becomes 1.0)."""
-    if isinstance(value, dict):
-        return {key: _reformatted(value[key]) for key in reversed(list(value))}
-    if isinstance(value, list):
-        return [_reformatted(item) for item in value]
-    if isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    return value
-
-
-def _json_answer(ask: Ask, sentences: list[str], digest: str) -> str:
-    text = ("" if _is_chinese(ask.prompt) else " ").join(sentences)
-    schema = (ask.json_format or {}).get("schema")
-    if isinstance(schema, dict) and isinstance(schema.get("properties"), dict):
-        values = _Values(int(digest[:6], 16), ask.prompt, _places(ask.prompt))
-        values.sentences = [text]
-        return json.dumps(values.call({**schema, "required": None}), ensure_ascii=False)
-    return json.dumps({"answer": text, "confidence": 0.8}, ensure_ascii=False)
+    return bool(model.refusal_share) and fraction(model, prompt, "refusal") < model.refusal_share
 
 
 # --- serving -------------------------------------------------------------------------------------------------
@@ -787,15 +219,15 @@ async def _handle(request: web.Request) -> web.StreamResponse:
         turns = [plan_turn(model, ask, state.calls, digest, i) for i in range(ask.n)]
     usage = _usage(ask, [t for t, _ in turns], route)
     if route == "responses":
-        document = _response_document(model, payload, ask, turns[0][0], digest, created, usage)
+        document = response_document(model, payload, ask, turns[0][0], digest, created, usage)
         if payload.get("stream"):
-            return await _write_stream(request, model, _response_events(document), done=False)
+            return await _write_stream(request, model, response_events(document), done=False)
         return await _write_json(request, model, document)
     response_id = f"simcmpl-{digest[:16]}"
     report = usage if model.report_usage else None
     if payload.get("stream"):
         include_usage = (payload.get("stream_options") or {}).get("include_usage")
-        events = _chat_events(model, route, response_id, created, turns, report if include_usage else None)
+        events = chat_events(model, route, response_id, created, turns, report if include_usage else None)
         return await _write_stream(request, model, events, done=True)
     obj = "text_completion" if route == "completions" else "chat.completion"
     document = {
@@ -803,7 +235,7 @@ async def _handle(request: web.Request) -> web.StreamResponse:
         "object": obj,
         "created": created,
         "model": model.name,
-        "choices": [_choice(route, i, turn, plain) for i, (turn, plain) in enumerate(turns)],
+        "choices": [chat_choice(route, i, turn, plain) for i, (turn, plain) in enumerate(turns)],
     }
     if report is not None:
         document["usage"] = report
@@ -845,272 +277,6 @@ def _usage(ask: Ask, turns: list[Turn], route: str) -> dict[str, Any]:
     if any(turn.reasoning for turn in turns):
         usage["completion_tokens_details"] = {"reasoning_tokens": reasoning_tokens}
     return usage
-
-
-def _choice(route: str, index: int, turn: Turn, plain: bool) -> dict[str, Any]:
-    if route == "completions":
-        return {
-            "index": index,
-            "text": turn.text or "",
-            "logprobs": None,
-            "finish_reason": turn.finish_reason,
-        }
-    message: dict[str, Any] = {"role": "assistant", "content": turn.text}
-    if not plain:
-        message["refusal"] = turn.refusal
-        if turn.reasoning is not None:
-            message["reasoning_content"] = turn.reasoning
-        if turn.calls:
-            message["tool_calls"] = [
-                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-                for c in turn.calls
-            ]
-    return {"index": index, "message": message, "finish_reason": turn.finish_reason}
-
-
-def _fraction(model: SimulatedModel, prompt: str, kind: str) -> float:
-    digest = hashlib.sha256(f"{kind}:{model.seed}:{prompt}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") / 2**32
-
-
-def _is_chinese(text: str) -> bool:
-    return sum("\u4e00" <= ch <= "\u9fff" for ch in text) > len(text) * 0.2
-
-
-def _render_text(sentences: list[str], behaviour: str, max_tokens: int) -> tuple[str, str]:
-    text = "".join(sentences) if "。" in sentences[0] else " ".join(sentences)
-    if behaviour == "loop":
-        # A degenerate tail as small models produce under greedy decoding: one sentence until the budget ends.
-        tail = sentences[-1] if "。" in sentences[-1] else " " + sentences[-1]
-        while len(split_pieces(text)) < max_tokens:
-            text += tail
-        return "".join(split_pieces(text)[:max_tokens]), "length"
-    pieces = split_pieces(text)
-    if len(pieces) > max_tokens:
-        return "".join(pieces[:max_tokens]), "length"
-    return text, "stop"
-
-
-# --- chat and completions streams ----------------------------------------------------------------------------
-
-
-def _chat_events(
-    model: SimulatedModel,
-    route: str,
-    response_id: str,
-    created: int,
-    turns: list[tuple[Turn, bool]],
-    usage: dict[str, Any] | None,
-) -> list[dict[str, Any]]:
-    obj = "text_completion" if route == "completions" else "chat.completion.chunk"
-
-    def event(choice: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "id": response_id,
-            "object": obj,
-            "created": created,
-            "model": model.name,
-            "choices": [choice],
-        }
-
-    per_choice = [list(_choice_chunks(route, i, turn)) for i, (turn, _plain) in enumerate(turns)]
-    events = [event(chunk) for chunk in _interleave(per_choice)]
-    if usage is not None:
-        events.append(
-            {
-                "id": response_id,
-                "object": obj,
-                "created": created,
-                "model": model.name,
-                "choices": [],
-                "usage": usage,
-            }
-        )
-    return events
-
-
-def _choice_chunks(route: str, index: int, turn: Turn) -> Iterator[dict[str, Any]]:
-    """One choice's stream chunks (`choices[]` entries), its finish last."""
-
-    def delta(content: dict[str, Any]) -> dict[str, Any]:
-        return {"index": index, "delta": content, "finish_reason": None}
-
-    if route == "completions":
-        for piece in split_pieces(turn.text or ""):
-            yield {"index": index, "text": piece, "logprobs": None, "finish_reason": None}
-        yield {"index": index, "finish_reason": turn.finish_reason, "text": "", "logprobs": None}
-        return
-    if turn.text is not None and not turn.calls:
-        yield delta({"role": "assistant", "content": ""})
-    else:
-        yield delta({"role": "assistant", "content": None})
-    if turn.reasoning:
-        for piece in split_pieces(turn.reasoning):
-            yield delta({"reasoning_content": piece})
-    if turn.refusal is not None:
-        for piece in split_pieces(turn.refusal):
-            yield delta({"refusal": piece})
-    if turn.calls:
-        per_call = []
-        for number, call in enumerate(turn.calls):
-            head = {
-                "index": number,
-                "id": call.id,
-                "type": "function",
-                "function": {"name": call.name, "arguments": ""},
-            }
-            tail = [{"index": number, "function": {"arguments": p}} for p in argument_pieces(call.arguments)]
-            per_call.append([head, *tail])
-        for entry in _interleave(per_call):
-            yield delta({"tool_calls": [entry]})
-    elif turn.text is not None:
-        for piece in split_pieces(turn.text):
-            yield delta({"content": piece})
-    yield {"index": index, "finish_reason": turn.finish_reason, "delta": {}}
-
-
-def _interleave(lists: list[list[Any]]) -> Iterator[Any]:
-    """Round robin: the first of each list, then the second of each, ...; one list is itself."""
-    for row in range(max((len(items) for items in lists), default=0)):
-        for items in lists:
-            if row < len(items):
-                yield items[row]
-
-
-# --- the Responses API ---------------------------------------------------------------------------------------
-
-
-def _response_document(
-    model: SimulatedModel,
-    payload: dict[str, Any],
-    ask: Ask,
-    turn: Turn,
-    digest: str,
-    created: int,
-    usage: dict[str, Any],
-) -> dict[str, Any]:
-    output: list[dict[str, Any]] = []
-    if turn.reasoning is not None:
-        output.append(
-            {
-                "id": f"rs_{digest[:24]}",
-                "type": "reasoning",
-                "summary": [{"type": "summary_text", "text": turn.reasoning}],
-            }
-        )
-    if turn.refusal is not None or (turn.text is not None and not turn.calls):
-        part: dict[str, Any] = (
-            {"type": "refusal", "refusal": turn.refusal}
-            if turn.refusal is not None
-            else {"type": "output_text", "annotations": [], "logprobs": [], "text": turn.text}
-        )
-        status = "incomplete" if turn.finish_reason == "length" else "completed"
-        output.append(
-            {
-                "id": f"msg_{digest[:24]}",
-                "type": "message",
-                "status": status,
-                "role": "assistant",
-                "content": [part],
-            }
-        )
-    for number, call in enumerate(turn.calls):
-        output.append(
-            {
-                "id": f"fc_{digest[:20]}{number:04d}",
-                "type": "function_call",
-                "status": "completed",
-                "arguments": call.arguments,
-                "call_id": call.id,
-                "name": call.name,
-            }
-        )
-    truncated = turn.finish_reason == "length"
-    text_config = (
-        payload.get("text") if isinstance(payload.get("text"), dict) else {"format": {"type": "text"}}
-    )
-    return {
-        "id": f"resp_{digest[:32]}",
-        "object": "response",
-        "created_at": created,
-        "status": "incomplete" if truncated else "completed",
-        "background": False,
-        "error": None,
-        "incomplete_details": {"reason": "max_output_tokens"} if truncated else None,
-        "instructions": payload.get("instructions"),
-        "max_output_tokens": payload.get("max_output_tokens"),
-        "model": model.name,
-        "output": output,
-        "parallel_tool_calls": ask.parallel,
-        "previous_response_id": payload.get("previous_response_id"),
-        "reasoning": {"effort": None, "summary": None},
-        "store": payload.get("store", True) is not False,
-        "temperature": payload.get("temperature", 1.0),
-        "text": text_config,
-        "tool_choice": payload.get("tool_choice", "auto"),
-        "tools": payload.get("tools") or [],
-        "top_p": payload.get("top_p", 1.0),
-        "truncation": "disabled",
-        "usage": usage if model.report_usage else None,
-        "user": payload.get("user"),
-        "metadata": payload.get("metadata") or {},
-    }
-
-
-def _response_events(document: dict[str, Any]) -> list[dict[str, Any]]:
-    """The typed events of a streamed Response, as the SDK's `ResponseStreamEvent`s, numbered in order."""
-    events: list[dict[str, Any]] = []
-
-    def emit(kind: str, **fields: Any) -> None:
-        events.append({"type": kind, "sequence_number": len(events), **fields})
-
-    started = {**document, "status": "in_progress", "output": [], "usage": None, "incomplete_details": None}
-    emit("response.created", response=started)
-    emit("response.in_progress", response=started)
-    for index, item in enumerate(document["output"]):
-        where = {"item_id": item["id"], "output_index": index}
-        kind = item["type"]
-        if kind == "reasoning":
-            emit("response.output_item.added", output_index=index, item={**item, "summary": []})
-            for number, part in enumerate(item["summary"]):
-                empty = {"type": "summary_text", "text": ""}
-                emit("response.reasoning_summary_part.added", **where, summary_index=number, part=empty)
-                for piece in split_pieces(part["text"]):
-                    emit("response.reasoning_summary_text.delta", **where, summary_index=number, delta=piece)
-                emit("response.reasoning_summary_text.done", **where, summary_index=number, text=part["text"])
-                emit("response.reasoning_summary_part.done", **where, summary_index=number, part=part)
-        elif kind == "message":
-            emit(
-                "response.output_item.added",
-                output_index=index,
-                item={**item, "status": "in_progress", "content": []},
-            )
-            for number, part in enumerate(item["content"]):
-                at = {**where, "content_index": number}
-                if part["type"] == "refusal":
-                    emit("response.content_part.added", **at, part={"type": "refusal", "refusal": ""})
-                    for piece in split_pieces(part["refusal"]):
-                        emit("response.refusal.delta", **at, delta=piece)
-                    emit("response.refusal.done", **at, refusal=part["refusal"])
-                else:
-                    emit("response.content_part.added", **at, part={**part, "text": ""})
-                    for piece in split_pieces(part["text"]):
-                        emit("response.output_text.delta", **at, delta=piece, logprobs=[])
-                    emit("response.output_text.done", **at, text=part["text"], logprobs=[])
-                emit("response.content_part.done", **at, part=part)
-        elif kind == "function_call":
-            emit(
-                "response.output_item.added",
-                output_index=index,
-                item={**item, "status": "in_progress", "arguments": ""},
-            )
-            for piece in argument_pieces(item["arguments"]):
-                emit("response.function_call_arguments.delta", **where, delta=piece)
-            emit("response.function_call_arguments.done", **where, arguments=item["arguments"])
-        emit("response.output_item.done", output_index=index, item=item)
-    final = "response.incomplete" if document["status"] == "incomplete" else "response.completed"
-    emit(final, response=document)
-    return events
 
 
 # --- writing ---------------------------------------------------------------------------------------------------

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-import evaluators.json_output as json_output
+import evaluators.json_rules as json_rules
 from evaluators.base import ScoringContext, SideText
-from evaluators.json_output import JsonOutputEvaluator, requested_format, validate_schema
+from evaluators.json_output import JsonOutputEvaluator, requested_format
+from evaluators.json_rules import validate_schema
 from shadow.cli import main
 
 SCHEMA = {
@@ -94,7 +95,7 @@ def test_schema_violations(request_body: dict) -> None:
 
 @pytest.mark.parametrize("use_package", [True, False], ids=["jsonschema", "small-validator"])
 def test_both_validators_agree_on_the_common_keywords(use_package: bool) -> None:
-    if use_package and json_output._jsonschema is None:
+    if use_package and json_rules._jsonschema is None:
         pytest.skip("jsonschema is not installed")
     cases = [
         ({"name": "Ada", "age": 36}, None),

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-import evaluators.json_output as json_output
+import evaluators.json_rules as json_rules
 from evaluators.registry import load_evaluators
 from evaluators.runner import ScoreRunner, score_lines
 from evaluators.tool_calls import ToolCallEvaluator, compare_calls, differing_paths
@@ -185,8 +185,8 @@ def test_invalid_json_arguments() -> None:
 @pytest.mark.parametrize("request_tools", [CHAT_TOOLS, RESPONSES_TOOLS], ids=["chat", "responses"])
 def test_schema_violations_from_the_requests_tools(monkeypatch, package: bool, request_tools: dict) -> None:
     if not package:
-        monkeypatch.setattr(json_output, "_jsonschema", None)
-    elif json_output._jsonschema is None:
+        monkeypatch.setattr(json_rules, "_jsonschema", None)
+    elif json_rules._jsonschema is None:
         pytest.skip("jsonschema is not installed")
     same = [call("get_weather", {"city": "Paris", "unit": "kelvin"})]
     result = compare(same, same, request=request_tools)
