@@ -87,9 +87,12 @@ def read_pairs(path: Path) -> Iterator[Pair]:
                 raise PairFormatError(f"{path} line {number}: {exc}") from exc
 
 
-def replayed_pair(original: Pair, candidate_side: object, experiment: str) -> Pair:
-    # A replayed pair has a new candidate, so the scores of the old one no longer apply.
-    stale = score_keys()
+def replayed_pair(
+    original: Pair, candidate_side: object, experiment: str, stale: frozenset[str] | None = None
+) -> Pair:
+    # A replayed pair has a new candidate, so the scores of the old one (`stale`: computed once per run
+    # by the caller) no longer apply.
+    stale = score_keys() if stale is None else stale
     extra = {k: v for k, v in original.extra.items() if k not in stale}
     extra.update({"replayed_from": original.id, "replayed_at": utc_now().isoformat()})
     return replace(
@@ -127,9 +130,12 @@ async def replay(
                 os.fsync(out.fileno())
                 unsynced = 0
 
+        stale = score_keys()
+
         async def worker(session: aiohttp.ClientSession) -> None:
             while (pair := await queue.get()) is not None:
-                body = candidate_request_body(pair.request, settings)
+                # The route matters: only chat and completions streams take `stream_options`.
+                body = candidate_request_body(pair.request, settings, pair.route)
                 side = await call_and_capture(
                     session,
                     join_url(settings.candidate, paths.get(pair.route, "/chat/completions")),
@@ -140,7 +146,7 @@ async def replay(
                     requested_model=body.get("model"),
                 )
                 report.candidate_errors += side.error is not None
-                write(replayed_pair(pair, side, experiment or f"{pair.experiment}-replay"))
+                write(replayed_pair(pair, side, experiment or f"{pair.experiment}-replay", stale))
                 report.replayed += 1
                 if report.replayed % 25 == 0:
                     rate = report.replayed / (time.perf_counter() - started)

@@ -367,7 +367,7 @@ def _secondary_headers(user_headers: Mapping[str, str], primary_auth: str | None
     return headers
 
 
-def candidate_request_body(body: dict[str, Any], settings: Settings, route: str = "chat") -> dict[str, Any]:
+def candidate_request_body(body: dict[str, Any], settings: Settings, route: str) -> dict[str, Any]:
     """The user's body with the candidate's model name and any configured decoding overrides.
 
     A streamed chat or completions request also asks for usage (`stream_options.include_usage`): this is
