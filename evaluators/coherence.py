@@ -5,10 +5,10 @@ similarities are read against the text's own baseline and the encoder's "unrelat
 
 - **topic** measures: the best two-segment split of the text, where the centroids of the two segments are
   least alike (`split_cosine`), and how much more alike sentences are within the sides of a split than
-  across it (`split_contrast`, at the best split and at its maximum), on embeddings, character bigrams and
-  tf-idf bigrams. A text that stays on topic has no split with unrelated halves; a text glued from two
-  sources has one. Binary segmentation on the same measure gives `breaks`: the first sentence after each
-  jump.
+  across it (`split_contrast`, at the best split and at its maximum), on embeddings, bigrams and tf-idf,
+  and how far the best contiguous split beats the best split of the text's own reorderings (`split_z`),
+  which takes out how alike a domain's sentences are overall. A text that stays on topic has no split with
+  unrelated halves; a text glued from two sources has one.
 - **order** measures: `order_gain` (adjacent sentences against those two or more apart), its variants, and
   `permutation_z`: how far the text's own order beats random orders of its own sentences, on embeddings,
   bigrams, tf-idf and the adjacency head. Reading a text against its own shuffles takes out how alike its
@@ -20,13 +20,18 @@ similarities are read against the text's own baseline and the encoder's "unrelat
   ordinals out of order or continued with no first one, years running backwards, quotes closed before they
   open, a text ending on "；", references back in the first sentence.
 
-Version 4.0 reads the measures with a three-class logistic model (original / splice / shuffle) written by
-`scripts/fit_coherence` into `evaluators/coherence_weights.py`: `GLOBAL_WEIGHTS` is the logit of "original
-rather than spliced", `LOCAL_WEIGHTS` that of "original rather than shuffled", and
-`score = 1 / (1 + exp(-global) + exp(-local))`, the probability that the text is an original: each part
-flags its own failure. Everything is fitted on People's Daily paragraphs that `scripts/validate_evaluators`
-never draws (`tests.corpora.coherence_paragraph_pools`). The naive minimum adjacent cosine is kept as
-`naive_min_adjacent` for comparison.
+Version 5.0 reads the measures with one three-class logistic model (original / splice / shuffle) per
+language, written by `scripts/fit_coherence` into `evaluators/coherence_weights.py`
+(`evaluators.coherence_model.CoherenceModel`): the global logit is that of "original rather than spliced",
+the local one "original rather than shuffled", and `score = 1 / (1 + exp(-global) + exp(-local))`, the
+probability that the text is an original: each part flags its own failure. A text has a logic break when
+its global logit falls below the model's `break_logit`, set so that at most 5 % of any fitted domain's
+untouched passages get one; the break is the best split. The models are fitted on several kinds of text
+(news, technical explanation, dialogue and Q&A, narrative; Chinese and English: `tests.coherence_domains`),
+never on a document `scripts/validate_evaluators` reports, and never on the held-out domain. Measures on
+words read Han characters and whole words of other scripts (`coherence_cues.lexical_units`), so that an
+English sentence is not alike another for sharing "th" and "in". The naive minimum adjacent cosine is kept
+as `naive_min_adjacent` for comparison.
 
 This module reads the measures with that model and holds the evaluator. The measures themselves are in
 `evaluators.coherence_topic` (splits and breaks), `evaluators.coherence_order` (order), and
@@ -45,8 +50,9 @@ import numpy as np
 from evaluators.base import Evaluator, GateCheck, Output, ScoringContext
 from evaluators.coherence_heads import CoherenceHeads
 from evaluators.coherence_measures import coherence_features
+from evaluators.coherence_model import CoherenceModel
 from evaluators.coherence_topic import find_breaks
-from evaluators.coherence_weights import GLOBAL_BIAS, GLOBAL_WEIGHTS, LOCAL_BIAS, LOCAL_WEIGHTS
+from evaluators.coherence_weights import MODELS
 from shadow.core.text import han_count, language_of, split_sentences
 
 
@@ -75,29 +81,42 @@ def coherence_of(
     global_shift: float = 0.0,
     encoder_name: str | None = None,
     heads: CoherenceHeads | None = None,
+    language: str | None = None,
 ) -> CoherenceResult:
     """Coherence of one text from its L2-normalised sentence embeddings (n, dim) and, if given, the sentences.
 
     - `sentences`: the text of each embedded sentence, for the measures read on text (`coherence_features`).
     - `baseline`: cosine unrelated sentences reach with this encoder (the encoder's `similarity_baseline`).
     - `encoder_name`, `heads`: see `coherence_features`.
-    - `break_cosine`: a split whose segment centroids are less alike than this (rescaled) is a break.
+    - `language`: "zh" or "en", whose model reads the measures (None: from the sentences; Chinese
+      without them).
+    - `break_cosine`: in a text the model finds spliced, a further split of either side whose segment
+      centroids are less alike than this (rescaled) is a further break.
     - `global_shift`: added to the global logit; above 0 favours shuffles (order) over splices (topic).
 
     `score = 1 / (1 + exp(-global logit) + exp(-local logit))`; see scripts/validate_evaluators for what it
     reaches.
     """
+    model = model_for(language if language is not None else _language(sentences))
     features, gap = coherence_features(
-        sentence_embeddings, sentences, baseline=baseline, encoder_name=encoder_name, heads=heads
+        sentence_embeddings,
+        sentences,
+        baseline=baseline,
+        encoder_name=encoder_name,
+        heads=heads,
+        neutral=model.neutral,
     )
-    global_logit = GLOBAL_BIAS + global_shift + sum(w * features[k] for k, w in GLOBAL_WEIGHTS.items())
-    local_logit = LOCAL_BIAS + sum(w * features[k] for k, w in LOCAL_WEIGHTS.items())
+    global_logit = model.global_logit(features, global_shift)
+    local_logit = model.local_logit(features)
     embeddings = np.asarray(sentence_embeddings, dtype=np.float64)
-    breaks = find_breaks(embeddings, break_cosine=break_cosine, baseline=baseline)
-    if not breaks and global_logit < 0:
-        # The model finds a splice more likely than an original although no split clears `break_cosine`
-        # (two sources on neighbouring topics): the best split is where it is.
-        breaks = [gap] if gap else []
+    breaks: list[int] = []
+    if gap and global_logit < model.break_logit:
+        # The model finds the text spliced at its best split; each side may hold a further, sharper jump.
+        breaks = sorted(
+            find_breaks(embeddings[:gap], break_cosine=break_cosine, baseline=baseline)
+            + [gap]
+            + find_breaks(embeddings[gap:], break_cosine=break_cosine, baseline=baseline, offset=gap)
+        )
     return CoherenceResult(
         score=_original_probability(global_logit, local_logit),
         breaks=breaks,
@@ -107,6 +126,15 @@ def coherence_of(
         split_cosine=features["split_cosine"],
         features=features,
     )
+
+
+def model_for(language: str) -> CoherenceModel:
+    """The fitted model of `language`; Chinese's for a language without one of its own."""
+    return MODELS.get(language, MODELS["zh"])
+
+
+def _language(sentences: Sequence[str] | None) -> str:
+    return language_of("".join(sentences)) if sentences else "zh"
 
 
 def _original_probability(global_logit: float, local_logit: float) -> float:
@@ -141,7 +169,7 @@ class CoherenceEvaluator(Evaluator):
     """
 
     name: ClassVar[str] = "coherence"
-    version: ClassVar[str] = "4.0"
+    version: ClassVar[str] = "5.0"
     higher_is_better: ClassVar[bool] = True
     primary_metric: ClassVar[str] = "score"
     pairwise: ClassVar[bool] = False

@@ -9,15 +9,26 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
+
+from shadow.core.text import HAN_CLASS, HAN_RE
 
 # Words that tie a sentence to the one before: they cannot open a paragraph that makes sense on its own.
 CONNECTIVES = ("因此", "所以", "但是", "但", "然而", "可是", "不过", "同时", "此外", "另外", "而且", "并且",
                "其次", "最后", "总之", "因而", "于是", "从而", "否则", "那么", "可见", "由此", "相反", "反之",
                "而", "却", "也", "还", "就", "再", "并", "例如", "比如", "尤其", "特别是", "换句话说",
                "也就是说", "这样", "这就", "为此", "对此", "其中", "另一方面")  # fmt: skip
+# English function words of three letters or more: shared by any two sentences, they carry no topic.
+_FUNCTION_WORDS = (
+    "the and for are but not you all any can had her was one our out has have his how its may new now "
+    "see two who did get him let put say she too use that with this from they will would there their what "
+    "about which when make like than then them these some could other into more only also been were does "
+    "your each such where most very just over should while those because between both after before under "
+    "being through"
+)
+FUNCTION_WORDS = frozenset(_FUNCTION_WORDS.split())
 ANAPHORS = ("这", "那", "该", "其", "此", "他", "她", "它", "上述", "以上", "前者", "后者")
 ORDINAL_SERIES = (
     ("首先", "其次", "再次", "最后"),
@@ -30,7 +41,9 @@ _OPENING_PUNCTUATION = "“「『（(—-　 \"'"
 _OPEN_QUOTES, _CLOSE_QUOTES = "“「『", "”」』"
 _OPEN_ENDINGS = ("；", ";", "：", ":", "，", ",")
 _CLOSERS = "”’」』）)》\"'"
-_LETTER_RE = re.compile(r"[^\W\d_]")  # digits left out: dates and figures recur across unrelated news
+# A Han character, or a run of letters of another script; digits are left out: dates and figures recur
+# across unrelated news.
+_UNIT_RE = re.compile(f"[{HAN_CLASS}]|[^\\W\\d_{HAN_CLASS}]+")
 # A reference back to something said before: a pronoun, or 该/这/那/其/此 + a noun ("该矿", "这些", "其中").
 _ANAPHORA_RE = re.compile(
     r"他们|她们|它们|[他她它]|该[^\W\d_]|这[些个种一项是类位样里时]|那[些个种]|此[次外前后时]|其[^次一二三四他余实]"
@@ -43,49 +56,68 @@ _YEAR_RE = re.compile(r"(1[89]\d\d|20\d\d)年")
 _FULL_WIDTH_DIGITS = str.maketrans("０１２３４５６７８９", "0123456789")
 
 
+def lexical_units(sentence: str) -> list[str]:
+    """The units shared words are counted in: each Han character, and each word of another script
+    (lowercased, cut to its first six letters as a crude stem) that is not a function word.
+
+    Counting letters as Han characters are counted makes any two English sentences share most of their
+    bigrams ("th", "he", "in"): the overlap across a splice was 0.42 on English against 0.04 on Chinese.
+
+    >>> lexical_units("用 Pandas 读取 the files")
+    ['用', 'pandas', '读', '取', 'files']
+    """
+    units = []
+    for token in _UNIT_RE.findall(sentence.lower()):
+        if HAN_RE.match(token):
+            units.append(token)
+        elif len(token) > 2 and token not in FUNCTION_WORDS:
+            units.append(token[:6])
+    return units
+
+
+def _grams(sentence: str, size: int) -> Counter[str]:
+    units = lexical_units(sentence)
+    return Counter("\x1f".join(units[i : i + size]) for i in range(len(units) - size + 1))
+
+
+def _cosines(bags: list[Counter[str]], weight: Callable[[str], float] | None = None) -> np.ndarray:
+    vocabulary: dict[str, int] = {}
+    for bag in bags:
+        for gram in bag:
+            vocabulary.setdefault(gram, len(vocabulary))
+    counts = np.zeros((len(bags), max(1, len(vocabulary))))
+    for row, bag in enumerate(bags):
+        for gram, count in bag.items():
+            counts[row, vocabulary[gram]] = count * (weight(gram) if weight else 1.0)
+    unit = counts / np.maximum(np.linalg.norm(counts, axis=1, keepdims=True), 1e-12)
+    return unit @ unit.T
+
+
 def bigram_similarity(sentences: Sequence[str]) -> np.ndarray:
-    """Cosine of the character-bigram counts of every pair of sentences (letters and Han only).
+    """Cosine of the bigram counts of every pair of sentences: Han character bigrams, and for other
+    scripts single content words (a word already carries what a bigram of Han characters does).
 
     >>> bigram_similarity(["北京天气晴朗。", "北京天气转阴。", "足球比赛。"]).round(2)[0].tolist()
     [1.0, 0.6, 0.0]
     """
-    vocabulary: dict[str, int] = {}
-    bags = []
-    for sentence in sentences:
-        chars = "".join(_LETTER_RE.findall(sentence.lower()))
-        bag = Counter(chars[i : i + 2] for i in range(len(chars) - 1))
-        bags.append(bag)
-        for bigram in bag:
-            vocabulary.setdefault(bigram, len(vocabulary))
-    counts = np.zeros((len(sentences), max(1, len(vocabulary))))
-    for row, bag in enumerate(bags):
-        for bigram, count in bag.items():
-            counts[row, vocabulary[bigram]] = count
-    norms = np.maximum(np.linalg.norm(counts, axis=1, keepdims=True), 1e-12)
-    unit = counts / norms
-    return unit @ unit.T
+    return _cosines([_grams(sentence, 2) + _word_grams(sentence) for sentence in sentences])
+
+
+def _word_grams(sentence: str) -> Counter[str]:
+    return Counter(unit for unit in lexical_units(sentence) if not HAN_RE.match(unit))
 
 
 def tfidf_similarity(sentences: Sequence[str], size: int) -> np.ndarray:
-    """Cosine of character n-gram counts (letters and Han) weighted by log((n + 1) / document frequency)
-    within the text itself: words every sentence shares (the topic) fade, the ones a neighbour picks up
-    (a local chain of words) stay.
+    """Cosine of n-grams of `lexical_units` weighted by log((n + 1) / document frequency) within the text
+    itself: words every sentence shares (the topic) fade, the ones a neighbour picks up (a local chain of
+    words) stay.
 
     >>> tfidf_similarity(["北京下雨。", "北京天晴。", "足球比赛。"], 1).round(2)[0].tolist()
     [1.0, 0.2, 0.0]
     """
-    bags = []
-    for sentence in sentences:
-        chars = "".join(_LETTER_RE.findall(sentence.lower()))
-        bags.append(Counter(chars[i : i + size] for i in range(len(chars) - size + 1)))
+    bags = [_grams(sentence, size) for sentence in sentences]
     frequency = Counter(gram for bag in bags for gram in bag)
-    vocabulary = {gram: column for column, gram in enumerate(frequency)}
-    weights = np.zeros((len(sentences), max(1, len(vocabulary))))
-    for row, bag in enumerate(bags):
-        for gram, count in bag.items():
-            weights[row, vocabulary[gram]] = count * math.log((len(sentences) + 1) / frequency[gram])
-    unit = weights / np.maximum(np.linalg.norm(weights, axis=1, keepdims=True), 1e-12)
-    return unit @ unit.T
+    return _cosines(bags, lambda gram: math.log((len(sentences) + 1) / frequency[gram]))
 
 
 def _opening(sentence: str) -> str:

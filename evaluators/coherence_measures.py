@@ -9,7 +9,7 @@ discourse cues) and `evaluators.coherence_heads` (the learned heads).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -22,20 +22,22 @@ from evaluators.coherence_order import (
     permutation_z,
     side_order_gain,
 )
-from evaluators.coherence_topic import best_contrast, best_split, split_contrast
-from evaluators.coherence_weights import NEUTRAL
+from evaluators.coherence_topic import best_contrast, best_split, split_contrast, split_z_profile
 
 # The discourse cues `order_cues` reads; 0 when the sentences are not given.
 _CUE_NAMES = ("opens_with_connective", "opens_with_anaphor", "ordinals_out_of_order", "unbalanced_quotes",
               "ends_open", "orphan_ordinals", "years_out_of_order", "period_in_clause_run", "opens_with_clause")  # fmt: skip
 # Measures that need the sentences' text, the embedding heads fitted for this encoder, or both; without
-# what they need they take their median over the fitting originals (`NEUTRAL`).
+# what they need they take their median over the fitting originals (`CoherenceModel.neutral`).
 LEXICAL_FEATURES = ("bigram_split", "bigram_order_gain", "bigram_side_order_gain", "first_sentence_length",
                     "tfidf1_order_gain", "tfidf2_order_gain", "tfidf3_order_gain", "bigram_contrast",
                     "tfidf2_contrast", "bigram_best_contrast", "first_sentence_anaphora", "bigram_order_z",
-                    "tfidf1_order_z", "tfidf2_order_z", "position_rho", "position_rho_z", "position_slope",
+                    "tfidf1_order_z", "tfidf2_order_z", "bigram_split_z", "tfidf1_split_z", "bigram_side_order_z",
+                    "tfidf1_side_order_z", "tfidf2_side_order_z", "position_rho",
+                    "position_rho_z", "position_slope",
                     "first_position_rank", "last_position_rank")  # fmt: skip
-HEAD_FEATURES = ("adjacency_mean", "adjacency_min", "adjacency_order_z", "adjacency_at_split")
+HEAD_FEATURES = ("adjacency_mean", "adjacency_min", "adjacency_order_z", "adjacency_side_order_z",
+                 "adjacency_at_split")  # fmt: skip
 BOTH_FEATURES = ("joint_position_rho", "joint_position_rho_z", "joint_position_slope",
                  "joint_first_position_rank", "joint_last_position_rank")  # fmt: skip
 
@@ -47,30 +49,46 @@ def coherence_features(
     baseline: float = 0.0,
     encoder_name: str | None = None,
     heads: CoherenceHeads | None = None,
+    neutral: Mapping[str, float] | None = None,
 ) -> tuple[dict[str, float], int]:
-    """Every measure the coherence logits read, and the best split's first sentence (0: no split).
+    """Every measure the coherence logits read, and the first sentence after the most likely splice point
+    (0: no split, below four sentences).
 
-    - `sentences`: without them the measures read on text (`LEXICAL_FEATURES`) take their neutral value
-      (`NEUTRAL`) and the discourse cues read 0;
+    - `sentences`: without them the measures read on text (`LEXICAL_FEATURES`) take their value in
+      `neutral` (the language model's medians over fitting originals; 0 where not given) and the discourse
+      cues read 0;
     - `heads`: the learned heads (default: the shipped `coherence_heads.npz`); their embedding measures
       (`HEAD_FEATURES`) only count when `encoder_name` is the encoder they were fitted with.
     """
     embeddings = np.asarray(sentence_embeddings, dtype=np.float64)
     if sentences is not None and len(sentences) != len(embeddings):
         raise ValueError(f"{len(sentences)} sentences for {len(embeddings)} embeddings: pass one of each.")
-    split_cosine, gap = best_split(embeddings, baseline)
+    similarity = embeddings @ embeddings.T - baseline
+    split_cosine, _ = best_split(embeddings, baseline)
+    # The split that the embeddings and, with the sentences, the shared words agree on most, each measured
+    # against reorderings of the same sentences (`split_z_profile`): where a splice would be.
+    profiles = {"embedding": split_z_profile(similarity)}
+    if sentences is not None:
+        lexical = {"bigram": bigram_similarity(sentences), "tfidf1": tfidf_similarity(sentences, 1)}
+        profiles.update({name: split_z_profile(matrix) for name, matrix in lexical.items()})
+    combined = sum(profiles.values()) / len(profiles)
+    gap = int(combined.argmax()) + 2 if combined.size else (2 if len(embeddings) == 4 else 0)
     features = {
         "split_cosine": split_cosine,
-        **_embedding_measures(embeddings @ embeddings.T - baseline, gap),
+        "combined_split_z": float(combined.max()) if combined.size else 0.0,
+        "embedding_split_z": float(profiles["embedding"].max()) if combined.size else 0.0,
+        **_embedding_measures(similarity, gap),
         **dict.fromkeys(_CUE_NAMES, 0.0),
-        **{name: NEUTRAL.get(name, 0.0) for name in LEXICAL_FEATURES + HEAD_FEATURES + BOTH_FEATURES},
+        **{name: (neutral or {}).get(name, 0.0) for name in LEXICAL_FEATURES + HEAD_FEATURES + BOTH_FEATURES},
     }
     heads = heads or default_heads()
     embedding_heads = heads.fits(encoder_name)
     if embedding_heads:
         features.update(_adjacency_measures(heads.adjacency_logits(embeddings), gap))
     if sentences is not None:
-        features.update(_text_measures(sentences, gap))
+        features.update(_text_measures(sentences, gap, lexical["bigram"], lexical["tfidf1"]))
+        features["bigram_split_z"] = float(profiles["bigram"].max()) if combined.size else 0.0
+        features["tfidf1_split_z"] = float(profiles["tfidf1"].max()) if combined.size else 0.0
         lexical_positions = heads.lexical_positions(sentences)
         features.update(position_features(lexical_positions))
         if embedding_heads:
@@ -89,6 +107,7 @@ def _embedding_measures(similarity: np.ndarray, gap: int) -> dict[str, float]:
         "embedding_contrast": split_contrast(similarity, gap),
         "embedding_best_contrast": best_contrast(similarity),
         "embedding_order_z": permutation_z(similarity),
+        "embedding_side_order_z": permutation_z(similarity, gap=gap),
     }
 
 
@@ -98,13 +117,16 @@ def _adjacency_measures(adjacency: np.ndarray, gap: int) -> dict[str, float]:
         "adjacency_mean": float(adjacent.mean()) if adjacent.size else 0.0,
         "adjacency_min": float(adjacent.min()) if adjacent.size else 0.0,
         "adjacency_order_z": permutation_z(adjacency),
+        "adjacency_side_order_z": permutation_z(adjacency, gap=gap),
         "adjacency_at_split": float(adjacency[gap - 1, gap]) if gap else 0.0,
     }
 
 
-def _text_measures(sentences: Sequence[str], gap: int) -> dict[str, float]:
-    """Shared words across and along the text (bigrams, tf-idf n-grams) and the discourse cues."""
-    lexical = bigram_similarity(sentences)
+def _text_measures(
+    sentences: Sequence[str], gap: int, lexical: np.ndarray, tfidf1: np.ndarray
+) -> dict[str, float]:
+    """Shared words across and along the text (bigrams, tf-idf n-grams) and the discourse cues;
+    `lexical` and `tfidf1` are the bigram and tf-idf unigram similarities, computed once by the caller."""
     measures = {
         "bigram_split": float(lexical[:gap, gap:].mean()) if gap else 1.0,
         "bigram_order_gain": order_gain(lexical),
@@ -112,15 +134,17 @@ def _text_measures(sentences: Sequence[str], gap: int) -> dict[str, float]:
         "bigram_contrast": split_contrast(lexical, gap),
         "bigram_best_contrast": best_contrast(lexical),
         "bigram_order_z": permutation_z(lexical),
+        "bigram_side_order_z": permutation_z(lexical, gap=gap),
         "first_sentence_length": len(sentences[0])
         / max(1.0, float(np.mean([len(sentence) for sentence in sentences]))),
         "first_sentence_anaphora": first_sentence_anaphora(sentences),
     }
     for size in (1, 2, 3):
-        weighted = tfidf_similarity(sentences, size)
+        weighted = tfidf1 if size == 1 else tfidf_similarity(sentences, size)
         measures[f"tfidf{size}_order_gain"] = order_gain(weighted)
         if size in (1, 2):
             measures[f"tfidf{size}_order_z"] = permutation_z(weighted)
+            measures[f"tfidf{size}_side_order_z"] = permutation_z(weighted, gap=gap)
         if size == 2:
             measures["tfidf2_contrast"] = split_contrast(weighted, gap)
     measures.update(order_cues(sentences))

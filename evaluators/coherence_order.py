@@ -52,22 +52,32 @@ def side_order_gain(similarity: np.ndarray, gap: int) -> float:
     return float(np.mean(gains)) if gains else 0.0
 
 
-def permutation_z(scores: np.ndarray, draws: int = 200) -> float:
+def permutation_z(scores: np.ndarray, draws: int = 200, gap: int = 0) -> float:
     """How far the text's own order beats random orders of its sentences, in standard deviations: the sum
     of `scores[i, i + 1]` (how well sentence i + 1 follows sentence i) against that sum over `draws` random
     permutations. Reading each text against its own shuffles takes out how alike its sentences are overall,
     which varies far more between texts than order does. The permutations are seeded by the sentence count:
     the same text always gets the same value.
 
+    With `gap`, sentences are only reordered within each side of the split before `gap`: a text glued
+    from two sources has two blocks that any reordering across them breaks up, which would read as good
+    order; kept apart, only the order within each source counts.
+
     >>> chain = 1.0 - 0.2 * np.abs(np.subtract.outer(np.arange(6), np.arange(6)))
     >>> permutation_z(chain) > 2.0, abs(permutation_z(np.ones((6, 6)))) < 1e-6
+    (True, True)
+    >>> blocks = np.kron(np.eye(2), np.ones((4, 4)))
+    >>> permutation_z(blocks) > 2.0, abs(permutation_z(blocks, gap=4)) < 1e-6
     (True, True)
     """
     n = len(scores)
     if n < 3:
         return 0.0
     rng = np.random.default_rng(n)
-    orders = np.argsort(rng.random((draws, n)), axis=1)
+    keys = rng.random((draws, n))
+    if 0 < gap < n:
+        keys[:, gap:] += 1.0  # every sentence after the gap sorts after every one before it
+    orders = np.argsort(keys, axis=1)
     shuffled = scores[orders[:, :-1], orders[:, 1:]].sum(axis=1)
     own = float(np.trace(scores, offset=1))
     return float((own - shuffled.mean()) / (shuffled.std() + 1e-9))

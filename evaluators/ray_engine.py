@@ -10,14 +10,16 @@ The pipeline streams bounded batches of pairs (``chunk_size`` pairs each) throug
               either assemble each pair's output line (file mode) or insert its score rows (store mode)
 
 This module is the driver: the session, the pipeline and its entry points. What the stages run on each
-batch, in the workers, is in `evaluators.ray_batches`.
+batch, in the workers, is in `evaluators.ray_batches`, apart from the store mode's claiming read and
+releasing write (`claim_page`, `write_and_release`), which are here.
 
 Scoring itself is not re-implemented: every stage calls `ScoreRunner.score_evaluator` on `Pair` objects (so
 what each evaluator sees of a pair, its texts, tool calls, refusals and request, is built by the same
 `evaluators.runner.pair_input` / `side_input` as locally), and the output line is built with
 `apply_named_result` in registry order, so a line is byte for byte what the local engine writes (encoder
 metrics agree to float precision: batches are cut differently). Store rows go through the same
-`insert_ignoring_duplicates`, so a re-run, or two scorers at once, store nothing twice.
+`insert_ignoring_duplicates`, so a re-run stores nothing twice, and a store-mode run claims its pairs like
+the local engine (`shadow.store.claims`), so it and other scorers never compute the same score.
 
 Pairs travel between stages as JSON strings, not as Arrow structs: Arrow would unify the schema across
 shards (adding null fields, widening ints to floats, reordering keys) and the output would no longer equal
@@ -48,10 +50,10 @@ from evaluators.ray_batches import (
     ScoreStage,
     Spec,
     assemble_lines,
+    column,
     cpu_stage,
     parquet_rows_to_lines,
     parse_lines,
-    read_page,
     specs_of,
     store_engine,
     write_scores,
@@ -235,10 +237,22 @@ def score_files(paths: Sequence[str], options: RayOptions, stats: RayRunStats | 
 
 
 def score_store(
-    url: str, options: RayOptions, *, experiment: str | None = None, stats: RayRunStats | None = None
+    url: str,
+    options: RayOptions,
+    *,
+    experiment: str | None = None,
+    stats: RayRunStats | None = None,
+    claim_ttl_s: float | None = None,
 ) -> int:
     """Score every pair of the store (of `experiment`) that the evaluator versions have not scored; the
-    workers store the rows. Returns the number of pairs that got at least one new score."""
+    workers store the rows. Returns the number of pairs that got at least one new score.
+
+    The run claims its pairs like any other scorer (`shadow.store.claims`), under one scorer id, this
+    driver's: each read task claims its page before reading it, the driver renews the run's claims while it
+    lasts, and each batch's claims are released once its scores are stored. Pairs another scorer holds are
+    left to it."""
+    from shadow.store.claims import DEFAULT_CLAIM_TTL_S, ClaimLease
+
     stats = stats if stats is not None else RayRunStats()
     specs = specs_of(options.names)
     versions = {spec.name: spec.version for spec in specs}
@@ -246,17 +260,87 @@ def score_store(
     if not pages:
         return 0
     _data_context(preserve_order=False)
-    dataset = ray.data.from_items(pages, override_num_blocks=len(pages)).map_batches(
-        read_page,
-        fn_kwargs={"url": url, "versions": versions, "experiment": experiment},
-        batch_size=1,
-        batch_format="numpy",
-    )
-    dataset = _score(dataset, options, specs, functools.partial(write_scores, url=url, specs=specs))
-    for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-        stats._absorb(batch)
-        stats.pairs += int(np.sum(batch["pairs"]))
+    ttl_s = DEFAULT_CLAIM_TTL_S if claim_ttl_s is None else claim_ttl_s
+    with ClaimLease(store_engine(url), ttl_s=ttl_s) as lease:
+        lease.used = True  # the read tasks claim under its id
+        dataset = ray.data.from_items(pages, override_num_blocks=len(pages)).map_batches(
+            claim_page,
+            fn_kwargs={
+                "url": url,
+                "versions": versions,
+                "experiment": experiment,
+                "claimant": lease.claimant,
+                "ttl_s": ttl_s,
+            },
+            batch_size=1,
+            batch_format="numpy",
+        )
+        finish = functools.partial(write_and_release, url=url, specs=specs, claimant=lease.claimant)
+        dataset = _score(dataset, options, specs, finish)
+        for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+            stats._absorb(batch)
+            stats.pairs += int(np.sum(batch["pairs"]))
     return stats.pairs
+
+
+# --- claiming, in the workers ------------------------------------------------------------------------------
+
+
+def claim_page(
+    batch: dict[str, Any],
+    url: str,
+    versions: dict[str, str],
+    experiment: str | None,
+    claimant: str,
+    ttl_s: float,
+) -> dict[str, Any]:
+    """A read task: claim the pending pairs of each id range in the batch that no other scorer holds, and
+    read them, with the evaluators each still needs (the columns of `evaluators.ray_batches.read_page`)."""
+    from sqlalchemy import and_
+
+    from evaluators.store_queries import claim_pending
+    from shadow.store.models import pairs_table
+
+    ids, pairs, needed = [], [], []
+    for start, before, last in zip(batch["start"], batch["before"], batch["last"], strict=True):
+        end = pairs_table.c.id < before if before is not None else pairs_table.c.id <= last
+        chunk = claim_pending(
+            store_engine(url),
+            versions,
+            claimant=claimant,
+            ttl_s=ttl_s,
+            within=and_(pairs_table.c.id >= start, end),
+            experiment=experiment,
+        )
+        for pair, names in chunk.pairs:
+            ids.append(pair.id)
+            pairs.append(json.dumps(pair.to_json(), ensure_ascii=False))
+            needed.append(json.dumps(sorted(names)))
+    return {
+        "pair_id": column(ids),
+        "pair": column(pairs),
+        "needed": column(needed),
+        "results": column(["{}"] * len(ids)),
+    }
+
+
+def write_and_release(
+    batch: dict[str, Any], url: str, specs: Sequence[Spec], claimant: str
+) -> dict[str, Any]:
+    """Store mode's last step: store the batch's scores, then release their claims (the scores already mark
+    the pairs done; the release only spares the driver's renewals)."""
+    from shadow.store.claims import release, retry_deadlocks
+
+    out = write_scores(batch, url, specs)
+    pair_ids = [str(pair_id) for pair_id in batch["pair_id"]]
+
+    def release_batch() -> None:
+        with store_engine(url).begin() as connection:
+            release(connection, claimant, pair_ids)
+
+    if pair_ids:
+        retry_deadlocks(release_batch)
+    return out
 
 
 __all__ = [
@@ -264,7 +348,9 @@ __all__ = [
     "RayRunStats",
     "ray_session",
     "read_pairs",
+    "claim_page",
     "score_files",
     "score_store",
     "versions_of",
+    "write_and_release",
 ]

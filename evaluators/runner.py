@@ -196,6 +196,7 @@ class ScoreRunner:
         batch_size: int = 64,
         encoder: Any = None,
         encoder_name: str | None = None,
+        encoder_backend: str = "auto",
     ) -> ScoreRunner:
         """Load the evaluators in `spec` (None: all) and, only if one needs it, the device and the encoder
         (`encoder` if given, else `load_encoder(encoder_name)`; None is the default USE model).
@@ -216,7 +217,7 @@ class ScoreRunner:
                 raise DeviceError(f"cannot use device {device!r}: {exc}") from exc
             if encoder is None:
                 try:
-                    encoder = load_encoder(encoder_name, device=resolved)
+                    encoder = load_encoder(encoder_name, device=resolved, backend=encoder_backend)
                 except Exception as exc:  # any loader failure becomes one sentence for the CLI
                     label = encoder_name or "the default encoder"
                     raise EncoderLoadError(f"cannot load {label} on {resolved}: {exc}") from exc

@@ -11,6 +11,11 @@ One row in `scores` per (pair, evaluator, version) holds that evaluator's *resul
 
 A failed candidate still gets its row (with nulls), so it is not picked up again on the next pass. Bumping an
 evaluator's version makes every pair "unscored" for it again; the old rows stay for comparison.
+
+Several scorers (processes, `--follow` daemons, a Ray run) can work on one store at once: each claims a chunk
+before scoring it, for each (pair, evaluator, version) it still needs, and skips what others hold, so every
+score is computed once. A claim lapses when its scorer stops renewing it, and then the next scorer takes it
+(`shadow.store.claims`).
 """
 
 from __future__ import annotations
@@ -25,8 +30,16 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import OperationalError
 
 from evaluators.runner import DEFAULT_CHUNK_SIZE, ScoreRunner, apply_named_result
-from evaluators.store_queries import ID_BATCH, current_versions, page, pending_filter, scored_names
+from evaluators.store_queries import (
+    ID_BATCH,
+    claim_pending,
+    current_versions,
+    page,
+    pending_filter,
+    scored_names,
+)
 from shadow.core.pairs import Pair
+from shadow.store.claims import ClaimLease, retry_deadlocks
 from shadow.store.database import describe_error, insert_ignoring_duplicates
 from shadow.store.models import pairs_table, row_to_pair, scores_table
 
@@ -52,7 +65,8 @@ def iter_unscored(
     """Chunks of (pair, names of the evaluators it still needs), in id order (ids are ULIDs: time order), or
     in (created_at, id) order within an experiment.
 
-    Keyset paging keeps every query bounded and guarantees progress even while rows are added.
+    Keyset paging keeps every query bounded and guarantees progress even while rows are added. A look only:
+    it claims nothing, so another scorer may be scoring what it yields; `score_pending` claims its chunks.
     """
     if not versions:
         return
@@ -77,22 +91,54 @@ def score_pending(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     stop: threading.Event | None = None,
     on_chunk: Callable[[int], None] | None = None,
+    lease: ClaimLease | None = None,
 ) -> int:
-    """One pass: score and store every pair not yet scored by the runner's evaluator versions.
+    """One pass: claim, score and store every pair not yet scored by the runner's evaluator versions.
 
-    Each chunk is committed on its own, so an interrupted pass keeps what it finished and the next pass
-    resumes. Returns the number of pairs that got at least one new score. `stop` is checked between chunks.
+    Each chunk is claimed under `lease` (a lease of its own, with the default time to live, when None), then
+    scored, then stored with its claims released in one transaction, so an interrupted pass keeps what it
+    finished and the next pass resumes. Pairs another scorer holds are left to it (`shadow.store.claims`).
+    Returns the number of pairs this scorer scored. `stop` is checked between chunks.
     """
+    if lease is None:
+        with ClaimLease(engine) as own:
+            return score_pending(
+                engine,
+                runner,
+                experiment=experiment,
+                chunk_size=chunk_size,
+                stop=stop,
+                on_chunk=on_chunk,
+                lease=own,
+            )
+    if not runner.versions:
+        return 0
     scored = 0
-    for chunk in iter_unscored(engine, runner.versions, experiment=experiment, chunk_size=chunk_size):
-        rows = _score_chunk(runner, chunk)
-        _insert_scores(engine, rows)
-        scored += len(chunk)
-        if on_chunk is not None:
-            on_chunk(len(chunk))
+    cursor: tuple[Any, str] | None = None
+    while True:
+        chunk = claim_pending(
+            engine,
+            runner.versions,
+            claimant=lease.claimant,
+            ttl_s=lease.ttl_s,
+            experiment=experiment,
+            cursor=cursor,
+            limit=chunk_size,
+        )
+        if chunk.cursor is None:
+            return scored
+        lease.used = True
+        cursor = chunk.cursor
+        for holder, count in chunk.taken_over.items():
+            logger.info("took over %d lapsed claims of %s (a scorer that stopped renewing)", count, holder)
+        if chunk.pairs:
+            rows = _score_chunk(runner, chunk.pairs)
+            _store_scores(engine, rows, lease, [pair.id for pair, _needed in chunk.pairs])
+            scored += len(chunk.pairs)
+            if on_chunk is not None:
+                on_chunk(len(chunk.pairs))
         if stop is not None and stop.is_set():
-            break
-    return scored
+            return scored
 
 
 def follow(
@@ -104,20 +150,40 @@ def follow(
     experiment: str | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     on_chunk: Callable[[int], None] | None = None,
+    lease: ClaimLease | None = None,
 ) -> int:
     """Score pending pairs, then poll every `interval_s` for new ones until `stop` is set.
 
     Each poll rescans from the first id rather than from the last one seen: pairs replayed from the spool
-    arrive late with older ids. The anti-join probes the unique index once per pair and evaluator, so a
-    poll with nothing to do costs one index walk. Once a pass has succeeded, a database error (a restart)
-    is logged and retried at the next poll.
+    arrive late with older ids, and claims of a scorer that died lapse behind the last id seen. The
+    anti-join probes the unique index once per pair and evaluator, so a poll with nothing to do costs one
+    index walk. Once a pass has succeeded, a database error (a restart) is logged and retried at the next
+    poll. One `lease` (a scorer id) serves every pass.
     """
+    if lease is None:
+        with ClaimLease(engine) as own:
+            return follow(
+                engine,
+                runner,
+                stop=stop,
+                interval_s=interval_s,
+                experiment=experiment,
+                chunk_size=chunk_size,
+                on_chunk=on_chunk,
+                lease=own,
+            )
     total = 0
     passes = 0
     while not stop.is_set():
         try:
             total += score_pending(
-                engine, runner, experiment=experiment, chunk_size=chunk_size, stop=stop, on_chunk=on_chunk
+                engine,
+                runner,
+                experiment=experiment,
+                chunk_size=chunk_size,
+                stop=stop,
+                on_chunk=on_chunk,
+                lease=lease,
             )
         except OperationalError as exc:
             if passes == 0:
@@ -149,11 +215,21 @@ def _score_chunk(runner: ScoreRunner, chunk: Sequence[tuple[Pair, set[str]]]) ->
     return rows
 
 
-def _insert_scores(engine: Engine, rows: list[dict[str, Any]]) -> None:
-    """One transaction per chunk; rows another scorer stored meanwhile are skipped (the unique key)."""
-    if rows:
+def _store_scores(
+    engine: Engine, rows: list[dict[str, Any]], lease: ClaimLease, pair_ids: Sequence[str]
+) -> None:
+    """One transaction per chunk: the scores, and the release of their claims. A row another scorer stored
+    meanwhile (it took over a claim of ours that lapsed) is skipped by the unique key."""
+
+    def store() -> None:
         with engine.begin() as connection:
-            insert_ignoring_duplicates(connection, scores_table, rows, ["pair_id", "evaluator", "version"])
+            if rows:
+                insert_ignoring_duplicates(
+                    connection, scores_table, rows, ["pair_id", "evaluator", "version"]
+                )
+            lease.release(connection, pair_ids)
+
+    retry_deadlocks(store)
 
 
 def load_scored_pairs(

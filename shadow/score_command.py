@@ -6,7 +6,8 @@ every line was scored: a bad line stops the run with its line number and leaves 
 
 Store mode (``--db URL``) scores the pairs the current evaluator versions have not scored yet and stores one
 row per pair and evaluator (see `evaluators.store_mode`); ``--follow`` keeps polling for new pairs until
-Ctrl-C or SIGTERM, finishing the chunk in hand first.
+Ctrl-C or SIGTERM, finishing the chunk in hand first. Each chunk is claimed first, so several scorers on one
+store share the work; a dead scorer's claims lapse after `score_claim_ttl_s` (`shadow.store.claims`).
 
 ``--engine ray`` runs the same scoring on Ray Data (see `evaluators.ray_engine`): a local Ray by default, or
 the cluster at ``--address``; ``--input`` may then also be a directory of JSONL or Parquet shards.
@@ -36,8 +37,10 @@ from evaluators.runner import (
     ScoreRunner,
     score_lines,
 )
+from shadow.cli_settings import add_settings_flags
 from shadow.core.errors import ExitCode, UserError
 from shadow.core.pairs import PairFormatError
+from shadow.core.settings import load_settings
 
 
 class ScoreCommandError(UserError):
@@ -70,6 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument(
         "--interval", type=float, default=10.0, metavar="SECONDS", help="--follow: seconds between polls"
     )
+    add_settings_flags(parser, ["score_claim_ttl_s"])
     how = parser.add_argument_group("how to score")
     how.add_argument(
         "--evaluators",
@@ -79,6 +83,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     how.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (for the encoder)")
     how.add_argument("--encoder", metavar="NAME_OR_PATH", help="sentence-transformers model instead of USE")
+    how.add_argument(
+        "--encoder-backend",
+        choices=("auto", "torch", "onnx", "onnx-int8"),
+        default="auto",
+        help="how the default encoder runs: auto (onnx on a CPU, torch on a GPU), torch, onnx, onnx-int8",
+    )
     how.add_argument("--batch-size", type=int, default=64, help="texts per encoder batch")
     how.add_argument(
         "--chunk-size",
@@ -135,7 +145,11 @@ def run(args: argparse.Namespace) -> int:
 def _build_runner(args: argparse.Namespace, names: list[str]) -> ScoreRunner:
     try:
         return ScoreRunner.build(
-            names, device=args.device, batch_size=args.batch_size, encoder_name=args.encoder
+            names,
+            device=args.device,
+            batch_size=args.batch_size,
+            encoder_name=args.encoder,
+            encoder_backend=args.encoder_backend,
         )
     except (UnknownEvaluatorError, DeviceError) as exc:
         raise ScoreCommandError(str(exc)) from exc
@@ -228,37 +242,42 @@ def _score_store(args: argparse.Namespace, runner: ScoreRunner) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
     from evaluators import store_mode
+    from shadow.store.claims import ClaimLease
     from shadow.store.database import describe_error, make_engine, redact_url
 
     url = redact_url(args.db)
+    ttl_s = _claim_ttl_s(args)
     engine = make_engine(args.db)  # a StoreError names the URL's problem
     started = time.monotonic()
     stop = threading.Event()
     try:
-        if args.follow:
-            bar = _progress(total=None, unit="pair", desc="scoring (following)")
-            with bar, _stop_on_signals(stop):
-                count = store_mode.follow(
-                    engine,
-                    runner,
-                    stop=stop,
-                    interval_s=args.interval,
-                    experiment=args.experiment,
-                    chunk_size=args.chunk_size,
-                    on_chunk=bar.update,
-                )
-        else:
-            pending = store_mode.count_unscored(engine, runner.versions, experiment=args.experiment)
-            bar = _progress(total=pending, unit="pair", desc="scoring")
-            with bar, _stop_on_signals(stop):
-                count = store_mode.score_pending(
-                    engine,
-                    runner,
-                    experiment=args.experiment,
-                    chunk_size=args.chunk_size,
-                    stop=stop,
-                    on_chunk=bar.update,
-                )
+        with ClaimLease(engine, ttl_s=ttl_s) as lease:
+            if args.follow:
+                bar = _progress(total=None, unit="pair", desc="scoring (following)")
+                with bar, _stop_on_signals(stop):
+                    count = store_mode.follow(
+                        engine,
+                        runner,
+                        stop=stop,
+                        interval_s=args.interval,
+                        experiment=args.experiment,
+                        chunk_size=args.chunk_size,
+                        on_chunk=bar.update,
+                        lease=lease,
+                    )
+            else:
+                pending = store_mode.count_unscored(engine, runner.versions, experiment=args.experiment)
+                bar = _progress(total=pending, unit="pair", desc="scoring")
+                with bar, _stop_on_signals(stop):
+                    count = store_mode.score_pending(
+                        engine,
+                        runner,
+                        experiment=args.experiment,
+                        chunk_size=args.chunk_size,
+                        stop=stop,
+                        on_chunk=bar.update,
+                        lease=lease,
+                    )
     except SQLAlchemyError as exc:
         raise ScoreCommandError(
             f"the pair store at {url} failed ({describe_error(exc)}); "
@@ -270,6 +289,13 @@ def _score_store(args: argparse.Namespace, runner: ScoreRunner) -> int:
         engine.dispose()
     _report(count, started, runner.versions, f"-> {url}")
     return ExitCode.OK
+
+
+def _claim_ttl_s(args: argparse.Namespace) -> float:
+    """`score_claim_ttl_s` from the flag, else SHADOW_SCORE_CLAIM_TTL_S, else --config, else its default."""
+    flag = getattr(args, "score_claim_ttl_s", None)
+    settings = load_settings(config_path=getattr(args, "config", None), flags={"score_claim_ttl_s": flag})
+    return settings.score_claim_ttl_s
 
 
 @contextlib.contextmanager
@@ -323,6 +349,7 @@ def _score_with_ray(args: argparse.Namespace, names: list[str], file_mode: bool)
         workers=args.ray_workers,
     )
     versions = ray_engine.versions_of(names)
+    claim_ttl_s = None if file_mode else _claim_ttl_s(args)  # a bad setting fails before Ray starts
     started = time.monotonic()
     try:
         with ray_engine.ray_session(args.address):
@@ -341,7 +368,9 @@ def _score_with_ray(args: argparse.Namespace, names: list[str], file_mode: bool)
             else:
                 from shadow.store.database import redact_url
 
-                count = ray_engine.score_store(args.db, options, experiment=args.experiment)
+                count = ray_engine.score_store(
+                    args.db, options, experiment=args.experiment, claim_ttl_s=claim_ttl_s
+                )
                 where = f"-> {redact_url(args.db)}"
     except (PairFormatError, EvaluatorFailedError, ValueError, RuntimeError) as exc:
         nothing = (

@@ -12,8 +12,9 @@ Sources (each function says what it needs and raises `CorpusMissing` with the in
 - Python's standard library source: code.
 
 The builders for the validation sets themselves (loops injected into real text, near-identical texts) live
-in `scripts/validate_evaluators`; this module reads and cleans the sources, and builds the coherence sets
-(`splices_and_shuffles`) that `scripts/fit_coherence` and the validation share.
+in `scripts/validate_evaluators`; this module reads and cleans the sources. The coherence sets, per domain,
+are built by `tests.coherence_domains` from these and from the package archives of
+`tests.corpora_archives`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import ast
 import gzip
 import html
 import importlib.util
-import random
 import re
 import sysconfig
 from collections import Counter
@@ -64,79 +64,6 @@ def people_daily_paragraphs(min_chars: int = 0) -> list[str]:
     return paragraphs
 
 
-@dataclass(frozen=True)
-class CoherencePools:
-    """People's Daily paragraphs in three disjoint pools, so that nothing fitted is also reported.
-
-    - `validation`: >= 300 characters and >= 6 sentences, second half of the month (in file order): what
-      `scripts/validate_evaluators` draws originals, splices and shuffles from;
-    - `fitting`: the same kind of paragraph from the first half: what `scripts/fit_coherence` fits the
-      logistic model of coherence on;
-    - `position`: every other paragraph of >= 4 sentences (shorter or with fewer sentences): what the
-      position head (`evaluators.coherence_position`) is fitted on.
-
-    `validation` and `fitting` hold (index in file order, sentences); `position` holds sentences.
-    """
-
-    validation: list[tuple[int, list[str]]]
-    fitting: list[tuple[int, list[str]]]
-    position: list[list[str]]
-
-
-def coherence_paragraph_pools() -> CoherencePools:
-    from shadow.core.text import split_sentences
-
-    long, other = [], []
-    for index, paragraph in enumerate(people_daily_paragraphs()):
-        sentences = split_sentences(paragraph)
-        if len(paragraph) >= 300 and len(sentences) >= 6:
-            long.append((index, sentences))
-        elif len(sentences) >= 4:
-            other.append(sentences)
-    half = len(long) // 2
-    return CoherencePools(validation=long[half:], fitting=long[:half], position=other)
-
-
-def splices_and_shuffles(
-    paragraphs: list[tuple[int, list[str]]], seed: int, limit: int | None = None
-) -> list[dict[str, object]]:
-    """For each of `limit` paragraphs (drawn with `seed`): the original, a splice (its second half replaced
-    by the second half of a paragraph more than 50 lines away, another article) and a sentence shuffle.
-
-    Items: `{"kind": "original" | "splice" | "shuffle", "text", "sentences", "splice": first sentence
-    after the splice or None, "paragraph": index of the original}`.
-    """
-    rng = random.Random(seed)
-    drawn = paragraphs[:]
-    rng.shuffle(drawn)
-    items: list[dict[str, object]] = []
-    for index, sentences in drawn[:limit]:
-        while True:
-            other_index, other = rng.choice(drawn)
-            if abs(other_index - index) > 50:
-                break
-        keep = len(sentences) // 2
-        spliced = sentences[:keep] + other[len(other) // 2 :]
-        shuffled = sentences[:]
-        while shuffled == sentences:
-            rng.shuffle(shuffled)
-        for kind, text_sentences, splice in (
-            ("original", sentences, None),
-            ("splice", spliced, keep),
-            ("shuffle", shuffled, None),
-        ):
-            items.append(
-                {
-                    "kind": kind,
-                    "text": "".join(text_sentences),
-                    "sentences": list(text_sentences),
-                    "splice": splice,
-                    "paragraph": index,
-                }
-            )
-    return items
-
-
 def fortunes(name: str) -> list[str]:
     """Entries of a `fortunes-zh` file (`tang300`, `song100`, `chinese`), colour codes removed.
 
@@ -174,10 +101,10 @@ def debian_reference_sections(language: str) -> list[str]:
 
 def debian_reference_paragraphs(language: str, min_chars: int = 0) -> list[str]:
     """Prose paragraphs of the Debian Reference: wrapped lines joined, tables, lists and commands left out."""
-    return _prose_paragraphs(debian_reference_sections(language), min_chars)
+    return prose_paragraphs(debian_reference_sections(language), min_chars)
 
 
-def _prose_paragraphs(sections: list[str], min_chars: int = 0) -> list[str]:
+def prose_paragraphs(sections: list[str], min_chars: int = 0) -> list[str]:
     paragraphs = []
     for section in sections:
         for block in re.split(r"\n\s*\n", section):
@@ -233,7 +160,7 @@ def long_texts(language: str, min_chars: int = 600, max_chars: int = 1500) -> li
     if language == "zh":
         groups = [people_daily_paragraphs(min_chars=40)]
     elif language == "en":
-        groups = [_prose_paragraphs([section]) for section in debian_reference_sections("en")]
+        groups = [prose_paragraphs([section]) for section in debian_reference_sections("en")]
     else:
         raise ValueError(f"language must be 'zh' or 'en', got {language!r}")
     return [text for paragraphs in groups for text in join_into_long_texts(paragraphs, min_chars, max_chars)]

@@ -8,6 +8,7 @@ docstrings of the Python standard library, Chinese from People's Daily 1998 and 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
 import json
 import os
@@ -36,7 +37,7 @@ STDLIB_MODULES = [
 
 @pytest.fixture(scope="module")
 def encoder() -> SentenceEncoder:
-    return load_encoder(device="cpu")
+    return load_encoder(device="cpu", backend="torch")  # the torch port itself, whose modules are tested
 
 
 def english_docstrings(count: int, rng: random.Random, max_chars: int = 400) -> list[str]:
@@ -109,19 +110,26 @@ def test_encode_contract(encoder: SentenceEncoder) -> None:
     assert encoder.name == "use-multilingual-v3-torch" and encoder.device == "cpu"
 
 
-def test_encode_deduplicates_before_the_model(
+def test_encode_deduplicates_and_caches_before_the_model(
     encoder: SentenceEncoder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    seen: list[list[str]] = []
-    original = encoder.model.encode
+    seen: list[int] = []
+    original = encoder.pieces.embed
 
-    def recording_encode(texts: list[str], **kwargs: object) -> np.ndarray:
-        seen.append(list(texts))
-        return original(texts, **kwargs)
+    def recording_embed(pieces: list[list[int]]) -> tuple[np.ndarray, int]:
+        seen.append(len(pieces))
+        return original(pieces)
 
-    monkeypatch.setattr(encoder.model, "encode", recording_encode)
-    encoder.encode(["a", "b", "a", "a"])
-    assert seen == [["a", "b"]]
+    monkeypatch.setattr(encoder.pieces, "embed", recording_embed)
+    before = dataclasses.replace(encoder.stats)
+    first = encoder.encode(["dedup a", "dedup b", "dedup a", "dedup a"])
+    second = encoder.encode(["dedup b", "dedup c"])
+    assert seen == [2, 1], "repeats within a call and texts of an earlier call never reach the model"
+    np.testing.assert_array_equal(second[0], first[1])
+    after = encoder.stats
+    assert after.duplicates - before.duplicates == 2
+    assert after.cache_hits - before.cache_hits == 1
+    assert after.encoded_texts - before.encoded_texts == 3
 
 
 def test_cross_lingual_translation_is_closer_than_unrelated(encoder: SentenceEncoder) -> None:

@@ -65,7 +65,7 @@ def test_loop_reason_reads_like_a_sentence(pool) -> None:
     result = evaluate_gate(simulate_records("loop_3pct", 2000, 2, pool=pool))
     loop = next(c for c in result["checks"] if c["name"] == "loop_rate")
     assert loop["verdict"] == "fail"
-    assert loop["reason"].startswith("Candidate loops in ") and "for the primary, p" in loop["reason"]
+    assert loop["reason"].startswith("Candidate loops in ") and "for the primary and its " in loop["reason"]
     assert result["verdict"] == "fail"
 
 

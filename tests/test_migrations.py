@@ -24,7 +24,7 @@ from shadow.store.database import (
 )
 from shadow.store.models import pairs_table, row_to_pair
 
-HEAD = "0005_answer_parts"
+HEAD = "0006_score_claims"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -44,7 +44,7 @@ def schema_of(url: str) -> dict[str, object]:
 
 def assert_full_schema(url: str) -> None:
     schema = schema_of(url)
-    assert schema["tables"] == {"alembic_version", "pairs", "scores"}
+    assert schema["tables"] == {"alembic_version", "pairs", "scores", "score_claims"}
     assert {
         "ix_pairs_experiment_created_at_id",
         "ix_pairs_created_at",

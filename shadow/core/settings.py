@@ -134,6 +134,11 @@ class Settings:
     store_flush_interval_s: float = _opt(
         0.5, "Longest a finished pair waits before it is written or spooled."
     )
+    score_claim_ttl_s: float = _opt(
+        600.0,
+        "Seconds a `shadow score --db` claim on a chunk of pairs lasts unless renewed (a third of it between "
+        "renewals); a scorer that dies leaves its pairs to the others after this long.",
+    )
     log_level: str = _opt("INFO", "Logging level.")
 
     # ----------------------------------------------------------------------------------------------------
@@ -162,6 +167,8 @@ class Settings:
             )
         if self.drain_timeout_s <= 0:
             raise SettingsError(f"drain_timeout_s must be positive, got {self.drain_timeout_s}")
+        if not 1.0 <= self.score_claim_ttl_s < float("inf"):
+            raise SettingsError(f"score_claim_ttl_s must be at least 1 second, got {self.score_claim_ttl_s}")
         self.candidate_overrides()  # validates
 
     def candidate_overrides(self) -> dict[str, Any]:

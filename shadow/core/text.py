@@ -15,8 +15,8 @@ from __future__ import annotations
 import re
 
 # CJK Unified Ideographs, extension A, compatibility ideographs, and the supplementary planes (ext. B+).
-_HAN_CLASS = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f"
-HAN_RE = re.compile(f"[{_HAN_CLASS}]")
+HAN_CLASS = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f"
+HAN_RE = re.compile(f"[{HAN_CLASS}]")
 
 # Closing quotes and brackets that belong to the sentence they close: 他说：“走吧。”
 _CLOSERS = "”’」』）)》〉】\"'"

@@ -140,12 +140,17 @@ def _per_text_rate(values: MetricSample, policy: GatePolicy, name: str) -> dict[
         return nodata(
             out, f"only {len(cand)} {population} with {metric.label} scores on both sides (need {need})"
         )
-    x_c, x_b = sum(cand), sum(base)
-    diff = x_c / len(cand) - x_b / len(base)
-    result = stats.rates_greater(x_c, len(cand), x_b, len(base), effect_size=diff)
+    # The reference is the primary's own rate on the same prompts, its reruns (secondaries) included: a
+    # detector that also fires on some untouched answers fires as often on the primary's, so only a rate
+    # above the primary's own counts, and the reruns make that reference steadier.
+    reference = list(base) + list(values.secondary)
+    x_c, x_r = sum(cand), sum(reference)
+    diff = x_c / len(cand) - x_r / len(reference)
+    result = stats.rates_greater(x_c, len(cand), x_r, len(reference), effect_size=diff)
     event = metric.output.event or f"is flagged for {metric.label}"
+    whose = "for the primary" + (f" and its {len(values.secondary)} reruns" if values.secondary else "")
     summary = (
-        f"candidate {event} in {pct(x_c, len(cand))} of {population} vs {pct(x_b, len(base))} for the primary"
+        f"candidate {event} in {pct(x_c, len(cand))} of {population} vs {pct(x_r, len(reference))} {whose}"
     )
     return judge(out, result, policy.check(name).tolerance, policy, summary + _most_often(values))
 

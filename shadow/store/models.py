@@ -1,4 +1,5 @@
-"""The stored shape of a pair and of its scores, and the conversion between a `Pair` and a table row.
+"""The stored shape of a pair, of its scores and of the scorers' claims on them, and the conversion between
+a `Pair` and a table row.
 
 Columns mirror the JSONL fields one to one (`shadow.core.pairs`), so a row converts to the same JSONL line it
 came from. The migrations in `migrations/versions/` must describe exactly these tables: `check()` in
@@ -20,6 +21,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Text,
     UniqueConstraint,
@@ -144,8 +146,28 @@ class ScoreRow(Base):
     scored_at: Mapped[datetime] = mapped_column(Timestamp)
 
 
+class ScoreClaimRow(Base):
+    """A scorer's lease on a score row not written yet: `claimed_by` is scoring (pair, evaluator, version)
+    until `expires_at`. Deleted when the score is stored; a lapsed one is taken by the next scorer
+    (`shadow.store.claims`)."""
+
+    __tablename__ = "score_claims"
+    __table_args__ = (
+        PrimaryKeyConstraint("pair_id", "evaluator", "version"),  # the key of the score row it stands for
+        Index("ix_score_claims_claimed_by", "claimed_by"),  # one scorer renews and releases its own
+    )
+
+    pair_id: Mapped[str] = mapped_column(String(26), ForeignKey("pairs.id", ondelete="CASCADE"))
+    evaluator: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str] = mapped_column(String(32))
+    claimed_by: Mapped[str] = mapped_column(String(200))  # hostname:pid:random
+    claimed_at: Mapped[datetime] = mapped_column(Timestamp)
+    expires_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
 pairs_table = PairRow.__table__
 scores_table = ScoreRow.__table__
+score_claims_table = ScoreClaimRow.__table__
 
 
 def pair_to_row(pair: Pair) -> dict[str, Any]:
@@ -239,9 +261,11 @@ __all__ = [
     "JsonType",
     "NAMING_CONVENTION",
     "PairRow",
+    "ScoreClaimRow",
     "ScoreRow",
     "pair_to_row",
     "pairs_table",
     "row_to_pair",
+    "score_claims_table",
     "scores_table",
 ]
