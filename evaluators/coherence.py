@@ -6,7 +6,7 @@ similarities are read against the text's own baseline and the encoder's "unrelat
 - **topic** measures: the best two-segment split of the text, where the centroids of the two segments are
   least alike (`split_cosine`), and how much more alike sentences are within the sides of a split than
   across it (`split_contrast`, at the best split and at its maximum), on embeddings, bigrams and tf-idf,
-  and how far the best contiguous split beats the best split of the text's own reorderings (`split_z`),
+  and how far the best contiguous split beats that split in the text's own reorderings (`split_z_profile`),
   which takes out how alike a domain's sentences are overall. A text that stays on topic has no split with
   unrelated halves; a text glued from two sources has one.
 - **order** measures: `order_gain` (adjacent sentences against those two or more apart), its variants, and

@@ -125,23 +125,11 @@ def split_z_profile(similarity: np.ndarray, draws: int = 100) -> np.ndarray:
     return (contrast_profile(similarity) - reordered.mean(axis=0)) / (reordered.std(axis=0) + 1e-9)
 
 
-def split_z(similarity: np.ndarray, draws: int = 100) -> float:
-    """The largest value of `split_z_profile` (0 below 5 sentences).
-
-    >>> blocks = np.kron(np.array([[1.0, 0.0], [0.0, 1.0]]), np.ones((4, 4)))
-    >>> split_z(blocks) > 2.0, abs(split_z(np.ones((8, 8)))) < 1e-6
-    (True, True)
-    """
-    profile = split_z_profile(similarity, draws)
-    return float(profile.max()) if profile.size else 0.0
-
-
 __all__ = [
     "best_contrast",
     "best_split",
     "contrast_profile",
     "find_breaks",
     "split_contrast",
-    "split_z",
     "split_z_profile",
 ]
