@@ -10,6 +10,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 
 import numpy as np
 
@@ -56,15 +57,18 @@ _YEAR_RE = re.compile(r"(1[89]\d\d|20\d\d)年")
 _FULL_WIDTH_DIGITS = str.maketrans("０１２３４５６７８９", "0123456789")
 
 
-def lexical_units(sentence: str) -> list[str]:
+@lru_cache(maxsize=8192)
+def lexical_units(sentence: str) -> tuple[str, ...]:
     """The units shared words are counted in: each Han character, and each word of another script
     (lowercased, cut to its first six letters as a crude stem) that is not a function word.
 
     Counting letters as Han characters are counted makes any two English sentences share most of their
     bigrams ("th", "he", "in"): the overlap across a splice was 0.42 on English against 0.04 on Chinese.
 
+    Kept for the last 8,192 sentences: bigrams, words and three tf-idf sizes all read one sentence's units.
+
     >>> lexical_units("用 Pandas 读取 the files")
-    ['用', 'pandas', '读', '取', 'files']
+    ('用', 'pandas', '读', '取', 'files')
     """
     units = []
     for token in _UNIT_RE.findall(sentence.lower()):
@@ -72,7 +76,7 @@ def lexical_units(sentence: str) -> list[str]:
             units.append(token)
         elif len(token) > 2 and token not in FUNCTION_WORDS:
             units.append(token[:6])
-    return units
+    return tuple(units)
 
 
 def _grams(sentence: str, size: int) -> Counter[str]:

@@ -211,37 +211,6 @@ def parquet_rows_to_lines(table: Any) -> dict[str, Any]:
     return {"text": column(lines), "path": column(["parquet shard"] * len(lines))}
 
 
-def read_page(
-    batch: dict[str, Any], url: str, versions: dict[str, str], experiment: str | None
-) -> dict[str, Any]:
-    """Store mode: the pending pairs of each id range in the batch, with the evaluators each still needs."""
-    from sqlalchemy import select
-
-    from evaluators.store_queries import pending_filter, scored_names
-    from shadow.store.models import pairs_table, row_to_pair
-
-    ids, pairs, needed = [], [], []
-    for start, before, last in zip(batch["start"], batch["before"], batch["last"], strict=True):
-        query = select(pairs_table).where(pending_filter(versions, experiment), pairs_table.c.id >= start)
-        if before is not None:
-            query = query.where(pairs_table.c.id < before)
-        else:
-            query = query.where(pairs_table.c.id <= last)
-        with store_engine(url).connect() as connection:
-            rows = connection.execute(query.order_by(pairs_table.c.id)).mappings().all()
-            done = scored_names(connection, [row["id"] for row in rows], versions)
-        for row in rows:
-            ids.append(row["id"])
-            pairs.append(json.dumps(row_to_pair(row).to_json(), ensure_ascii=False))
-            needed.append(json.dumps(sorted(set(versions) - done.get(row["id"], set()))))
-    return {
-        "pair_id": column(ids),
-        "pair": column(pairs),
-        "needed": column(needed),
-        "results": column(["{}"] * len(ids)),
-    }
-
-
 __all__ = [
     "Spec",
     "ScoreStage",
@@ -252,7 +221,6 @@ __all__ = [
     "parquet_rows_to_lines",
     "parse_lines",
     "peak_rss_mib",
-    "read_page",
     "score_batch",
     "specs_of",
     "store_engine",

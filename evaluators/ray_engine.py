@@ -295,7 +295,7 @@ def claim_page(
     ttl_s: float,
 ) -> dict[str, Any]:
     """A read task: claim the pending pairs of each id range in the batch that no other scorer holds, and
-    read them, with the evaluators each still needs (the columns of `evaluators.ray_batches.read_page`)."""
+    read them, with the evaluators each still needs: columns `pair_id`, `pair`, `needed`, `results`."""
     from sqlalchemy import and_
 
     from evaluators.store_queries import claim_pending
