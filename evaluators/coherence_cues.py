@@ -6,10 +6,8 @@ functions supply both to `evaluators.coherence`.
 
 from __future__ import annotations
 
-import math
 import re
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -79,24 +77,6 @@ def lexical_units(sentence: str) -> tuple[str, ...]:
     return tuple(units)
 
 
-def _grams(sentence: str, size: int) -> Counter[str]:
-    units = lexical_units(sentence)
-    return Counter("\x1f".join(units[i : i + size]) for i in range(len(units) - size + 1))
-
-
-def _cosines(bags: list[Counter[str]], weight: Callable[[str], float] | None = None) -> np.ndarray:
-    vocabulary: dict[str, int] = {}
-    for bag in bags:
-        for gram in bag:
-            vocabulary.setdefault(gram, len(vocabulary))
-    counts = np.zeros((len(bags), max(1, len(vocabulary))))
-    for row, bag in enumerate(bags):
-        for gram, count in bag.items():
-            counts[row, vocabulary[gram]] = count * (weight(gram) if weight else 1.0)
-    unit = counts / np.maximum(np.linalg.norm(counts, axis=1, keepdims=True), 1e-12)
-    return unit @ unit.T
-
-
 def bigram_similarity(sentences: Sequence[str]) -> np.ndarray:
     """Cosine of the bigram counts of every pair of sentences: Han character bigrams, and for other
     scripts single content words (a word already carries what a bigram of Han characters does).
@@ -104,11 +84,7 @@ def bigram_similarity(sentences: Sequence[str]) -> np.ndarray:
     >>> bigram_similarity(["北京天气晴朗。", "北京天气转阴。", "足球比赛。"]).round(2)[0].tolist()
     [1.0, 0.6, 0.0]
     """
-    return _cosines([_grams(sentence, 2) + _word_grams(sentence) for sentence in sentences])
-
-
-def _word_grams(sentence: str) -> Counter[str]:
-    return Counter(unit for unit in lexical_units(sentence) if not HAN_RE.match(unit))
+    return TextUnits(sentences).bigram_similarity()
 
 
 def tfidf_similarity(sentences: Sequence[str], size: int) -> np.ndarray:
@@ -119,9 +95,63 @@ def tfidf_similarity(sentences: Sequence[str], size: int) -> np.ndarray:
     >>> tfidf_similarity(["北京下雨。", "北京天晴。", "足球比赛。"], 1).round(2)[0].tolist()
     [1.0, 0.2, 0.0]
     """
-    bags = [_grams(sentence, size) for sentence in sentences]
-    frequency = Counter(gram for bag in bags for gram in bag)
-    return _cosines(bags, lambda gram: math.log((len(sentences) + 1) / frequency[gram]))
+    return TextUnits(sentences).tfidf_similarity(size)
+
+
+class TextUnits:
+    """The `lexical_units` of a text's sentences as one array of integer ids (one per distinct unit of
+    the text) with the sentence each came from, read once for all the word similarities of the text:
+    n-grams become integer codes counted with numpy rather than joined strings counted in Python
+    dictionaries, which was the cost of the word measures on long texts."""
+
+    def __init__(self, sentences: Sequence[str]) -> None:
+        ids: dict[str, int] = {}
+        per_sentence = [lexical_units(sentence) for sentence in sentences]
+        self.sentences = len(sentences)
+        self.ids = np.fromiter(
+            (ids.setdefault(unit, len(ids)) for units in per_sentence for unit in units), dtype=np.int64
+        )
+        self.vocabulary = max(1, len(ids))
+        self.rows = np.repeat(np.arange(len(sentences)), [len(units) for units in per_sentence])
+        # Han units are single characters; every other unit is a word of at least three letters.
+        self.han = np.fromiter((len(unit) == 1 for units in per_sentence for unit in units), dtype=bool)
+
+    def bigram_similarity(self) -> np.ndarray:
+        """See `bigram_similarity`."""
+        bigrams, bigram_rows = self.grams(2)
+        words = ~self.han
+        # Bigram codes lie above every unit id, so a bigram never counts as a word.
+        codes = np.concatenate([bigrams + self.vocabulary, self.ids[words]])
+        return _cosines(self._counts(codes, np.concatenate([bigram_rows, self.rows[words]])))
+
+    def tfidf_similarity(self, size: int) -> np.ndarray:
+        """See `tfidf_similarity`."""
+        counts = self._counts(*self.grams(size))
+        frequency = (counts > 0).sum(axis=0)  # sentences each n-gram occurs in
+        return _cosines(counts * np.log((self.sentences + 1) / np.maximum(frequency, 1)))
+
+    def grams(self, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """(code, sentence) of every run of `size` units within one sentence; a code identifies the run."""
+        count = len(self.ids) - size + 1
+        if count <= 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        within = self.rows[:count] == self.rows[size - 1 :]
+        codes = np.zeros(count, dtype=np.int64)
+        for offset in range(size):  # vocabulary ** 3 < 2 ** 63 up to two million distinct units
+            codes = codes * self.vocabulary + self.ids[offset : offset + count]
+        return codes[within], self.rows[:count][within]
+
+    def _counts(self, codes: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """(sentences, distinct codes): how often each code occurs in each sentence."""
+        distinct, columns = np.unique(codes, return_inverse=True)
+        width = max(1, len(distinct))
+        flat = np.bincount(rows * width + columns, minlength=self.sentences * width)
+        return flat.reshape(self.sentences, width).astype(np.float64)
+
+
+def _cosines(counts: np.ndarray) -> np.ndarray:
+    unit = counts / np.maximum(np.linalg.norm(counts, axis=1, keepdims=True), 1e-12)
+    return unit @ unit.T
 
 
 def _opening(sentence: str) -> str:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +54,15 @@ def sentence_grams(sentence: str) -> list[str]:
 def sentence_buckets(sentence: str) -> list[int]:
     """The hashed feature columns of a sentence (CRC-32: stable across runs and machines), each once."""
     return sorted({zlib.crc32(gram.encode("utf-8")) % HASH_BUCKETS for gram in sentence_grams(sentence)})
+
+
+@lru_cache(maxsize=16384)
+def _bucket_array(sentence: str) -> np.ndarray:
+    """`sentence_buckets` as an index array, kept for the last 16,384 sentences: a candidate that edits
+    the primary's answer, a secondary and a replay share most of their sentences."""
+    buckets = np.asarray(sentence_buckets(sentence), dtype=np.intp)
+    buckets.flags.writeable = False
+    return buckets
 
 
 def lexical_design(sentences: Sequence[str]):  # -> scipy.sparse.csr_matrix; scipy imported when fitting
@@ -91,7 +100,7 @@ class CoherenceHeads:
         return np.array(
             [
                 self.lexical_bias
-                + float(hashed[sentence_buckets(sentence)].sum())
+                + float(hashed[_bucket_array(sentence)].sum())
                 + length_weight * len(sentence) / _LENGTH_SCALE
                 for sentence in sentences
             ]

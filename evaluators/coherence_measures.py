@@ -13,13 +13,13 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from evaluators.coherence_cues import bigram_similarity, first_sentence_anaphora, order_cues, tfidf_similarity
+from evaluators.coherence_cues import TextUnits, first_sentence_anaphora, order_cues
 from evaluators.coherence_heads import CoherenceHeads, default_heads, position_features
 from evaluators.coherence_order import (
     locality_gradient,
     order_gain,
     order_gain_z,
-    permutation_z,
+    permutation_z_stack,
     side_order_gain,
 )
 from evaluators.coherence_topic import best_contrast, best_split, split_contrast, split_z_profile
@@ -63,37 +63,53 @@ def coherence_features(
     embeddings = np.asarray(sentence_embeddings, dtype=np.float64)
     if sentences is not None and len(sentences) != len(embeddings):
         raise ValueError(f"{len(sentences)} sentences for {len(embeddings)} embeddings: pass one of each.")
-    similarity = embeddings @ embeddings.T - baseline
+    # Every similarity matrix the measures read, by name; the ones read against reorderings are stacked
+    # so that one set of reorderings serves them all.
+    matrices = {"embedding": embeddings @ embeddings.T - baseline}
+    units = TextUnits(sentences) if sentences is not None else None
+    if units is not None:
+        matrices["bigram"] = units.bigram_similarity()
+        matrices["tfidf1"] = units.tfidf_similarity(1)
+    similarity = matrices["embedding"]
     split_cosine, _ = best_split(embeddings, baseline)
     # The split that the embeddings and, with the sentences, the shared words agree on most, each measured
     # against reorderings of the same sentences (`split_z_profile`): where a splice would be.
-    profiles = {"embedding": split_z_profile(similarity)}
-    if sentences is not None:
-        lexical = {"bigram": bigram_similarity(sentences), "tfidf1": tfidf_similarity(sentences, 1)}
-        profiles.update({name: split_z_profile(matrix) for name, matrix in lexical.items()})
+    profiles = dict(zip(matrices, split_z_profile(np.stack(list(matrices.values()))), strict=True))
     combined = sum(profiles.values()) / len(profiles)
     gap = int(combined.argmax()) + 2 if combined.size else (2 if len(embeddings) == 4 else 0)
     features = {
         "split_cosine": split_cosine,
         "combined_split_z": float(combined.max()) if combined.size else 0.0,
-        "embedding_split_z": float(profiles["embedding"].max()) if combined.size else 0.0,
         **_embedding_measures(similarity, gap),
         **dict.fromkeys(_CUE_NAMES, 0.0),
         **{name: (neutral or {}).get(name, 0.0) for name in LEXICAL_FEATURES + HEAD_FEATURES + BOTH_FEATURES},
+        # After the neutral values: the split z of words is measured whenever the sentences are given.
+        **{
+            f"{name}_split_z": float(profile.max()) if combined.size else 0.0
+            for name, profile in profiles.items()
+        },
     }
     heads = heads or default_heads()
     embedding_heads = heads.fits(encoder_name)
     if embedding_heads:
-        features.update(_adjacency_measures(heads.adjacency_logits(embeddings), gap))
-    if sentences is not None:
-        features.update(_text_measures(sentences, gap, lexical["bigram"], lexical["tfidf1"]))
-        features["bigram_split_z"] = float(profiles["bigram"].max()) if combined.size else 0.0
-        features["tfidf1_split_z"] = float(profiles["tfidf1"].max()) if combined.size else 0.0
+        matrices["adjacency"] = heads.adjacency_logits(embeddings)
+        features.update(_adjacency_measures(matrices["adjacency"], gap))
+    if sentences is not None and units is not None:
+        matrices["tfidf2"] = units.tfidf_similarity(2)
+        features.update(_text_measures(sentences, gap, matrices, units.tfidf_similarity(3)))
         lexical_positions = heads.lexical_positions(sentences)
         features.update(position_features(lexical_positions))
         if embedding_heads:
             joint = lexical_positions + heads.embedding_positions(embeddings)
             features.update(position_features(joint, prefix="joint_"))
+    stack = np.stack(list(matrices.values()))
+    for suffix, z_values in (
+        ("order_z", permutation_z_stack(stack)),
+        ("side_order_z", permutation_z_stack(stack, gap=gap)),
+    ):
+        features.update(
+            {f"{name}_{suffix}": float(value) for name, value in zip(matrices, z_values, strict=True)}
+        )
     return features, gap
 
 
@@ -106,8 +122,6 @@ def _embedding_measures(similarity: np.ndarray, gap: int) -> dict[str, float]:
         "side_order_gain": side_order_gain(similarity, gap),
         "embedding_contrast": split_contrast(similarity, gap),
         "embedding_best_contrast": best_contrast(similarity),
-        "embedding_order_z": permutation_z(similarity),
-        "embedding_side_order_z": permutation_z(similarity, gap=gap),
     }
 
 
@@ -116,37 +130,30 @@ def _adjacency_measures(adjacency: np.ndarray, gap: int) -> dict[str, float]:
     return {
         "adjacency_mean": float(adjacent.mean()) if adjacent.size else 0.0,
         "adjacency_min": float(adjacent.min()) if adjacent.size else 0.0,
-        "adjacency_order_z": permutation_z(adjacency),
-        "adjacency_side_order_z": permutation_z(adjacency, gap=gap),
         "adjacency_at_split": float(adjacency[gap - 1, gap]) if gap else 0.0,
     }
 
 
 def _text_measures(
-    sentences: Sequence[str], gap: int, lexical: np.ndarray, tfidf1: np.ndarray
+    sentences: Sequence[str], gap: int, matrices: Mapping[str, np.ndarray], tfidf3: np.ndarray
 ) -> dict[str, float]:
-    """Shared words across and along the text (bigrams, tf-idf n-grams) and the discourse cues;
-    `lexical` and `tfidf1` are the bigram and tf-idf unigram similarities, computed once by the caller."""
+    """Shared words across and along the text (bigrams, tf-idf n-grams) and the discourse cues, from the
+    bigram and tf-idf similarities the caller computed once."""
+    lexical = matrices["bigram"]
     measures = {
         "bigram_split": float(lexical[:gap, gap:].mean()) if gap else 1.0,
         "bigram_order_gain": order_gain(lexical),
         "bigram_side_order_gain": side_order_gain(lexical, gap),
         "bigram_contrast": split_contrast(lexical, gap),
         "bigram_best_contrast": best_contrast(lexical),
-        "bigram_order_z": permutation_z(lexical),
-        "bigram_side_order_z": permutation_z(lexical, gap=gap),
         "first_sentence_length": len(sentences[0])
         / max(1.0, float(np.mean([len(sentence) for sentence in sentences]))),
         "first_sentence_anaphora": first_sentence_anaphora(sentences),
+        "tfidf1_order_gain": order_gain(matrices["tfidf1"]),
+        "tfidf2_order_gain": order_gain(matrices["tfidf2"]),
+        "tfidf3_order_gain": order_gain(tfidf3),
+        "tfidf2_contrast": split_contrast(matrices["tfidf2"], gap),
     }
-    for size in (1, 2, 3):
-        weighted = tfidf1 if size == 1 else tfidf_similarity(sentences, size)
-        measures[f"tfidf{size}_order_gain"] = order_gain(weighted)
-        if size in (1, 2):
-            measures[f"tfidf{size}_order_z"] = permutation_z(weighted)
-            measures[f"tfidf{size}_side_order_z"] = permutation_z(weighted, gap=gap)
-        if size == 2:
-            measures["tfidf2_contrast"] = split_contrast(weighted, gap)
     measures.update(order_cues(sentences))
     return measures
 

@@ -9,6 +9,8 @@ matrix (embedding cosines, shared bigrams, tf-idf, the learned adjacency head).
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 
@@ -70,17 +72,37 @@ def permutation_z(scores: np.ndarray, draws: int = 200, gap: int = 0) -> float:
     >>> permutation_z(blocks) > 2.0, abs(permutation_z(blocks, gap=4)) < 1e-6
     (True, True)
     """
-    n = len(scores)
+    return float(permutation_z_stack(np.asarray(scores)[None], draws, gap)[0])
+
+
+def permutation_z_stack(stack: np.ndarray, draws: int = 200, gap: int = 0) -> np.ndarray:
+    """`permutation_z` of each matrix of a (k, n, n) stack, all against the same permutations."""
+    k, n = stack.shape[0], stack.shape[-1]
     if n < 3:
-        return 0.0
-    rng = np.random.default_rng(n)
-    keys = rng.random((draws, n))
-    if 0 < gap < n:
+        return np.zeros(k)
+    orders = _permutations(n, draws, gap if 0 < gap < n else 0)
+    shuffled = stack[:, orders[:, :-1], orders[:, 1:]].sum(axis=2)  # (k, draws)
+    own = np.trace(stack, offset=1, axis1=1, axis2=2)
+    return (own - shuffled.mean(axis=1)) / (shuffled.std(axis=1) + 1e-9)
+
+
+@lru_cache(maxsize=1024)
+def _permutations(n: int, draws: int, gap: int) -> np.ndarray:
+    """The permutations `permutation_z` reads a text of n sentences against: seeded by n, drawn once per
+    (n, gap) rather than for every text and matrix."""
+    keys = np.random.default_rng(n).random((draws, n))
+    if gap:
         keys[:, gap:] += 1.0  # every sentence after the gap sorts after every one before it
     orders = np.argsort(keys, axis=1)
-    shuffled = scores[orders[:, :-1], orders[:, 1:]].sum(axis=1)
-    own = float(np.trace(scores, offset=1))
-    return float((own - shuffled.mean()) / (shuffled.std() + 1e-9))
+    orders.flags.writeable = False
+    return orders
 
 
-__all__ = ["locality_gradient", "order_gain", "order_gain_z", "permutation_z", "side_order_gain"]
+__all__ = [
+    "locality_gradient",
+    "order_gain",
+    "order_gain_z",
+    "permutation_z",
+    "permutation_z_stack",
+    "side_order_gain",
+]

@@ -8,6 +8,8 @@ One of the coherence evaluator's measure families (`evaluators.coherence`), apar
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 
@@ -18,16 +20,15 @@ def best_split(embeddings: np.ndarray, baseline: float = 0.0) -> tuple[float, in
     Each side keeps at least two sentences; with fewer than four sentences there is no split: (1.0, 0).
     """
     n = len(embeddings)
-    best, best_gap = 1.0, 0
+    if n < 4:
+        return 1.0, 0
     prefix = np.cumsum(embeddings, axis=0)
-    total = prefix[-1]
-    for gap in range(2, n - 1):
-        head, tail = prefix[gap - 1], total - prefix[gap - 1]
-        cosine = float(head @ tail / (np.linalg.norm(head) * np.linalg.norm(tail) + 1e-12))
-        cosine = (cosine - baseline) / (1.0 - baseline)
-        if cosine < best:
-            best, best_gap = cosine, gap
-    return best, best_gap
+    gaps = np.arange(2, n - 1)
+    head, tail = prefix[gaps - 1], prefix[-1] - prefix[gaps - 1]
+    norms = np.linalg.norm(head, axis=1) * np.linalg.norm(tail, axis=1) + 1e-12
+    cosines = (np.einsum("ij,ij->i", head, tail) / norms - baseline) / (1.0 - baseline)
+    best = int(cosines.argmin())  # the first of equal minima, as a scan from the left finds
+    return (float(cosines[best]), int(gaps[best])) if cosines[best] < 1.0 else (1.0, 0)
 
 
 def find_breaks(
@@ -101,7 +102,8 @@ def best_contrast(similarity: np.ndarray) -> float:
 
 def split_z_profile(similarity: np.ndarray, draws: int = 100) -> np.ndarray:
     """`contrast_profile` at every split (gaps 2 .. n - 2), each in standard deviations of the contrast
-    that split reaches over random orders of the same sentences (empty below 5 sentences).
+    that split reaches over random orders of the same sentences (empty below 5 sentences); for one (n, n)
+    matrix or a stack (k, n, n) of them, all read against the same reorderings.
 
     Two sources glued together have one contiguous split that no reordering of their sentences matches; a
     text that stays on its topic has none. Standardising each split against reorderings does two things a
@@ -115,14 +117,63 @@ def split_z_profile(similarity: np.ndarray, draws: int = 100) -> np.ndarray:
     >>> int(profile.argmax()) + 2, bool(profile.max() > 2.0)
     (4, True)
     """
-    n = len(similarity)
+    stack = np.asarray(similarity, dtype=np.float64)
+    single = stack.ndim == 2
+    stack = stack[None] if single else stack
+    n = stack.shape[-1]
     if n < 5:
-        return np.zeros(0)
-    rng = np.random.default_rng(n)
-    orders = np.argsort(rng.random((draws, n)), axis=1)
-    shuffled = np.asarray(similarity, dtype=np.float64)[orders[:, :, None], orders[:, None, :]]
-    reordered = contrast_profile(shuffled)
-    return (contrast_profile(similarity) - reordered.mean(axis=0)) / (reordered.std(axis=0) + 1e-9)
+        return np.zeros((0,) if single else (len(stack), 0))
+    reordered = _reordered_contrasts(stack, draws)
+    profile = (contrast_profile(stack) - reordered.mean(axis=1)) / (reordered.std(axis=1) + 1e-9)
+    return profile[0] if single else profile
+
+
+def _reordered_contrasts(stack: np.ndarray, draws: int) -> np.ndarray:
+    """(k, draws, gaps): `contrast_profile` of each symmetric matrix of the stack in each reordering.
+
+    Equal to `contrast_profile` of the reordered matrices, from fewer and smaller arrays: with sentence
+    order o, the similarity within the first g sentences is twice the sum of the lower triangle of the
+    reordered matrix up to row g - 1 (a cumulated sum of its gathered lower triangle), the similarity of
+    each sentence to all others is its row sum, and the rest follows from those two. On texts of 16
+    sentences this is two to three times faster than reordering and cumulating whole matrices.
+    """
+    k, n = stack.shape[0], stack.shape[-1]
+    lower, orders = _reordered_lower_triangle(n, draws)
+    gaps = np.arange(2, n - 1)
+    head = 2.0 * np.cumsum(stack.reshape(k, n * n)[:, lower], axis=2)[:, :, gaps * (gaps - 1) // 2 - 1]
+    rows = stack.sum(axis=2) - np.diagonal(stack, axis1=1, axis2=2)  # each sentence against all others
+    across = 2.0 * np.cumsum(rows[:, orders], axis=2)[:, :, gaps - 1] - 2.0 * head
+    tail = rows.sum(axis=1)[:, None, None] - head - across
+    within_pairs = gaps * (gaps - 1) + (n - gaps) * (n - gaps - 1)
+    return (head + tail) / within_pairs - across / (2 * gaps * (n - gaps))
+
+
+def _reordered_lower_triangle(n: int, draws: int) -> tuple[np.ndarray, np.ndarray]:
+    """Flat indices (draws, n (n - 1) / 2) of the lower triangle, row by row, of an (n, n) matrix in each
+    of the `reorderings`, and those reorderings. Kept for up to 64 sentences (at most 0.8 MB each)."""
+    if n <= 64:
+        return _cached_lower_triangle(n, draws)
+    return _lower_triangle(n, draws)
+
+
+def _lower_triangle(n: int, draws: int) -> tuple[np.ndarray, np.ndarray]:
+    orders = reorderings(n, draws)
+    row, column = np.tril_indices(n, -1)
+    lower = (orders[:, row] * n + orders[:, column]).astype(np.intp)
+    lower.flags.writeable = False
+    return lower, orders
+
+
+_cached_lower_triangle = lru_cache(maxsize=64)(_lower_triangle)
+
+
+@lru_cache(maxsize=256)
+def reorderings(n: int, draws: int) -> np.ndarray:
+    """`draws` random orders of n sentences, seeded by n: the same for every text of n sentences, and so
+    drawn once per length rather than once per text and measure."""
+    orders = np.argsort(np.random.default_rng(n).random((draws, n)), axis=1)
+    orders.flags.writeable = False
+    return orders
 
 
 __all__ = [
@@ -130,6 +181,7 @@ __all__ = [
     "best_split",
     "contrast_profile",
     "find_breaks",
+    "reorderings",
     "split_contrast",
     "split_z_profile",
 ]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from evaluators.base import ScoringContext, TextPair
-from evaluators.semantic import SemanticEvaluator, chunk_spans, estimate_tokens
+from evaluators.semantic import SemanticEvaluator, estimate_tokens, unit_spans
 
 GC_ANSWER = [
     "Python's garbage collector uses reference counting as its primary mechanism. Every object keeps a "
@@ -57,7 +57,7 @@ def score(context: ScoringContext, reference: str, candidate: str) -> dict[str, 
 def test_metadata() -> None:
     assert SemanticEvaluator.metadata() == {
         "name": "semantic",
-        "version": "1",
+        "version": "2",
         "higher_is_better": False,
         "primary_metric": "divergence",
         "pairwise": True,
@@ -115,7 +115,7 @@ def test_same_opening_then_elsewhere_is_clearly_divergent(
     reference = joiner.join(answer)
     drifting = joiner.join(answer[:1] + detour)
     shortened = joiner.join(answer[:3])
-    assert len(chunk_spans(reference, 128)) >= 2, "the answer must be longer than one chunk"
+    assert len(unit_spans(reference, 128)) >= 2, "the answer must have several sentences"
 
     drift = score(context, reference, drifting)
     assert drift["divergence"] >= 0.5, drift
@@ -161,14 +161,14 @@ class RecordingEncoder:
         return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
-def test_all_chunks_of_the_batch_go_to_the_encoder_once() -> None:
+def test_all_sentences_of_the_batch_go_to_the_encoder_once() -> None:
     encoder = RecordingEncoder()
     long_answer = "\n\n".join(GC_ANSWER)
     pairs = [TextPair(long_answer, long_answer), TextPair("一。", "二。"), TextPair(long_answer, "一。")]
     SemanticEvaluator().score_pairs(pairs, ScoringContext(encoder=encoder, batch_size=7))
     assert len(encoder.calls) == 1
     chunks = encoder.calls[0]
-    assert len(chunks) == len(set(chunks)) == len(chunk_spans(long_answer, 128)) + 2
+    assert len(chunks) == len(set(chunks)) == len(unit_spans(long_answer, 128)) + 2
 
 
 def test_missing_encoder_is_a_clear_error() -> None:
@@ -176,9 +176,9 @@ def test_missing_encoder_is_a_clear_error() -> None:
         SemanticEvaluator().score_pairs([TextPair("a", "b")], ScoringContext())
 
 
-def test_chunks_respect_the_budget_and_cover_the_text() -> None:
+def test_units_respect_the_budget_and_cover_the_text() -> None:
     text = "\n\n".join(GC_ANSWER + TEA_ANSWER) + "\n```python\n" + "value = compute(value)\n" * 60 + "```"
-    spans = chunk_spans(text, 40)
+    spans = unit_spans(text, 40)
     assert len(spans) > 8
     assert all(estimate_tokens(text[start:end]) <= 40 for start, end in spans)
     covered = "".join(text[start:end] for start, end in spans)
