@@ -165,7 +165,8 @@ class CoherenceEvaluator(Evaluator):
 
     Applicable to texts in `languages` with at least `min_chars` characters (Han characters for Chinese)
     and at least `min_sentences` sentences; shorter texts have too few sentences for a baseline of their
-    own. Other keyword arguments go to `coherence_of`.
+    own. A text is read up to its first `max_sentences` sentences (256, some 10,000 characters; a
+    captured answer can hold megabytes). Other keyword arguments go to `coherence_of`.
     """
 
     name: ClassVar[str] = "coherence"
@@ -204,11 +205,15 @@ class CoherenceEvaluator(Evaluator):
         *,
         min_chars: int = 200,
         min_sentences: int = 4,
+        max_sentences: int = 256,
         languages: Sequence[str] = ("zh", "en"),
         **coherence_options: Any,
     ) -> None:
+        if max_sentences < min_sentences:
+            raise ValueError(f"max_sentences ({max_sentences}) is below min_sentences ({min_sentences}).")
         self.min_chars = min_chars
         self.min_sentences = min_sentences
+        self.max_sentences = max_sentences
         self.languages = tuple(languages)
         self.coherence_options = coherence_options
 
@@ -264,4 +269,6 @@ class CoherenceEvaluator(Evaluator):
         sentences = split_sentences(text)
         if length < self.min_chars or len(sentences) < self.min_sentences:
             return None
-        return sentences
+        # The measures are quadratic in the sentences (and the reorderings multiply that): a huge answer is
+        # read up to `max_sentences`, which bounds the time and memory one text takes.
+        return sentences[: self.max_sentences]

@@ -24,6 +24,9 @@ from near-identical answers at AUROC 1.0 in both languages (0.9998 / 0.9995 with
 from mismatched paragraphs at 1.0, and with wider margins (near-identical median divergence 0.03 / 0.04
 against 0.09 / 0.08).
 
+A text of more than `MAX_UNITS` (512) sentences is compared in 512 runs of consecutive sentences, so that
+the matching stays bounded on a huge answer.
+
 A candidate that repeats the reference's first paragraph and then goes elsewhere leaves most reference
 sentences without a match, so its recall, and with it the F1, stays low.
 """
@@ -42,6 +45,8 @@ from shadow.core.text import HAN_RE, sentence_spans
 # One estimated token: a Han character, or a word of another script (letters and digits).
 _UNIT_RE = re.compile(rf"{HAN_RE.pattern}|[^\W_]+")
 _WORD_TOKENS = 1.3
+# Most units one text is compared in; beyond it, runs of consecutive sentences (see `_units`).
+MAX_UNITS = 512
 
 
 def estimate_tokens(text: str) -> float:
@@ -182,7 +187,13 @@ def _result(precision: float, recall: float) -> dict[str, float]:
 
 
 def _units(text: str, budget: float) -> list[str]:
-    return [text[start:end] for start, end in unit_spans(text, budget)]
+    spans = unit_spans(text, budget)
+    if len(spans) > MAX_UNITS:
+        # Matching is quadratic in the units: a huge answer (a capture can hold megabytes) is compared in
+        # MAX_UNITS runs of consecutive sentences instead, each read up to the encoder's input length.
+        size = -(-len(spans) // MAX_UNITS)
+        spans = [(spans[i][0], spans[min(i + size, len(spans)) - 1][1]) for i in range(0, len(spans), size)]
+    return [text[start:end] for start, end in spans]
 
 
 def _weights(units: list[str]) -> np.ndarray:
