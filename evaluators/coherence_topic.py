@@ -150,7 +150,7 @@ def _reordered_contrasts(stack: np.ndarray, draws: int) -> np.ndarray:
 
 def _reordered_lower_triangle(n: int, draws: int) -> tuple[np.ndarray, np.ndarray]:
     """Flat indices (draws, n (n - 1) / 2) of the lower triangle, row by row, of an (n, n) matrix in each
-    of the `reorderings`, and those reorderings. Kept for up to 64 sentences (at most 0.8 MB each)."""
+    of the `reorderings`, and those reorderings. Kept for up to 64 sentences (at most 1.6 MB each)."""
     if n <= 64:
         return _cached_lower_triangle(n, draws)
     return _lower_triangle(n, draws)
