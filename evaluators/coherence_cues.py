@@ -55,7 +55,6 @@ _YEAR_RE = re.compile(r"(1[89]\d\d|20\d\d)年")
 _FULL_WIDTH_DIGITS = str.maketrans("０１２３４５６７８９", "0123456789")
 
 
-@lru_cache(maxsize=8192)
 def lexical_units(sentence: str) -> tuple[str, ...]:
     """The units shared words are counted in: each Han character, and each word of another script
     (lowercased, cut to its first six letters as a crude stem) that is not a function word.
@@ -63,11 +62,20 @@ def lexical_units(sentence: str) -> tuple[str, ...]:
     Counting letters as Han characters are counted makes any two English sentences share most of their
     bigrams ("th", "he", "in"): the overlap across a splice was 0.42 on English against 0.04 on Chinese.
 
-    Kept for the last 8,192 sentences: bigrams, words and three tf-idf sizes all read one sentence's units.
+    Kept for the last 8,192 sentences of up to `CACHED_SENTENCE_CHARS` characters (an edited answer, a
+    secondary and a replay share most sentences); a longer one (a code block, a blob) is read each time,
+    so the cache's memory stays bounded.
 
     >>> lexical_units("用 Pandas 读取 the files")
     ('用', 'pandas', '读', '取', 'files')
     """
+    return _cached_units(sentence) if len(sentence) <= CACHED_SENTENCE_CHARS else _units(sentence)
+
+
+CACHED_SENTENCE_CHARS = 1000
+
+
+def _units(sentence: str) -> tuple[str, ...]:
     units = []
     for token in _UNIT_RE.findall(sentence.lower()):
         if HAN_RE.match(token):
@@ -75,6 +83,9 @@ def lexical_units(sentence: str) -> tuple[str, ...]:
         elif len(token) > 2 and token not in FUNCTION_WORDS:
             units.append(token[:6])
     return tuple(units)
+
+
+_cached_units = lru_cache(maxsize=8192)(_units)
 
 
 def bigram_similarity(sentences: Sequence[str]) -> np.ndarray:
@@ -136,9 +147,13 @@ class TextUnits:
         if count <= 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
         within = self.rows[:count] == self.rows[size - 1 :]
-        codes = np.zeros(count, dtype=np.int64)
-        for offset in range(size):  # vocabulary ** 3 < 2 ** 63 up to two million distinct units
-            codes = codes * self.vocabulary + self.ids[offset : offset + count]
+        windows = [self.ids[offset : offset + count] for offset in range(size)]
+        if self.vocabulary**size < 2**62:
+            codes = np.zeros(count, dtype=np.int64)
+            for window in windows:
+                codes = codes * self.vocabulary + window
+        else:  # a vocabulary of millions (a huge blob): number the distinct n-grams instead
+            codes = np.unique(np.stack(windows, axis=1), axis=0, return_inverse=True)[1].reshape(-1)
         return codes[within], self.rows[:count][within]
 
     def _counts(self, codes: np.ndarray, rows: np.ndarray) -> np.ndarray:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluators.coherence_cues import _OPENING_PUNCTUATION
+from evaluators.coherence_cues import _OPENING_PUNCTUATION, CACHED_SENTENCE_CHARS
 
 HASH_BUCKETS = 2**15
 HEADS_PATH = Path(__file__).with_name("coherence_heads.npz")
@@ -56,13 +56,20 @@ def sentence_buckets(sentence: str) -> list[int]:
     return sorted({zlib.crc32(gram.encode("utf-8")) % HASH_BUCKETS for gram in sentence_grams(sentence)})
 
 
-@lru_cache(maxsize=16384)
 def _bucket_array(sentence: str) -> np.ndarray:
-    """`sentence_buckets` as an index array, kept for the last 16,384 sentences: a candidate that edits
-    the primary's answer, a secondary and a replay share most of their sentences."""
+    """`sentence_buckets` as an index array, kept for the last 16,384 sentences of up to 1,000
+    characters: a candidate that edits the primary's answer, a secondary and a replay share most of their
+    sentences; a longer one is hashed each time, so the cache's memory stays bounded."""
+    return _cached_buckets(sentence) if len(sentence) <= CACHED_SENTENCE_CHARS else _buckets(sentence)
+
+
+def _buckets(sentence: str) -> np.ndarray:
     buckets = np.asarray(sentence_buckets(sentence), dtype=np.intp)
     buckets.flags.writeable = False
     return buckets
+
+
+_cached_buckets = lru_cache(maxsize=16384)(_buckets)
 
 
 def lexical_design(sentences: Sequence[str]):  # -> scipy.sparse.csr_matrix; scipy imported when fitting

@@ -11,7 +11,13 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from evaluators.coherence_cues import lexical_units, tfidf_similarity
+from evaluators.coherence_cues import (
+    CACHED_SENTENCE_CHARS,
+    TextUnits,
+    _cached_units,
+    lexical_units,
+    tfidf_similarity,
+)
 from evaluators.coherence_order import permutation_z, permutation_z_stack
 from evaluators.coherence_topic import _reordered_contrasts, best_split, contrast_profile, reorderings
 
@@ -72,3 +78,21 @@ def test_tfidf_equals_counting_joined_strings() -> None:
         )
         unit = counts / np.maximum(np.linalg.norm(counts, axis=1, keepdims=True), 1e-12)
         assert np.allclose(tfidf_similarity(sentences, size), unit @ unit.T, atol=1e-12)
+
+
+def test_ngram_codes_of_a_huge_vocabulary_number_the_same_ngrams_alike() -> None:
+    units = TextUnits(["北京下雨，北京下雨。", "北京下雨了。", "足球比赛在北京。"])
+    small_codes, small_rows = units.grams(3)
+    units.vocabulary = 3_000_000  # vocabulary ** 3 > 2 ** 62: the distinct n-grams are numbered instead
+    large_codes, large_rows = units.grams(3)
+    assert small_rows.tolist() == large_rows.tolist()
+    same = lambda codes: (codes[:, None] == codes[None, :]).tolist()  # noqa: E731
+    assert same(small_codes) == same(large_codes)
+
+
+def test_long_sentences_stay_out_of_the_unit_cache() -> None:
+    _cached_units.cache_clear()  # a cache filled to its bound by earlier tests would not grow
+    lexical_units("长" * (CACHED_SENTENCE_CHARS + 1))
+    assert _cached_units.cache_info().currsize == 0
+    lexical_units("一句不长的话。")
+    assert _cached_units.cache_info().currsize == 1
