@@ -7,12 +7,15 @@ functions supply both to `evaluators.coherence`.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from functools import lru_cache
+from collections.abc import Callable, Sequence
+from functools import lru_cache, wraps
+from typing import TypeVar
 
 import numpy as np
 
 from shadow.core.text import HAN_CLASS, HAN_RE
+
+T = TypeVar("T")
 
 # Words that tie a sentence to the one before: they cannot open a paragraph that makes sense on its own.
 CONNECTIVES = ("因此", "所以", "但是", "但", "然而", "可是", "不过", "同时", "此外", "另外", "而且", "并且",
@@ -55,6 +58,29 @@ _YEAR_RE = re.compile(r"(1[89]\d\d|20\d\d)年")
 _FULL_WIDTH_DIGITS = str.maketrans("０１２３４５６７８９", "0123456789")
 
 
+CACHED_SENTENCE_CHARS = 1000
+
+
+def sentence_cache(maxsize: int) -> Callable[[Callable[[str], T]], Callable[[str], T]]:
+    """An `lru_cache` of `maxsize` for a function of one sentence, kept to sentences of up to
+    `CACHED_SENTENCE_CHARS` characters: an edited answer, a secondary and a replay share most of their
+    sentences, while a longer one (a code block, a blob) is computed each time, so the cache's memory stays
+    bounded. The cache itself is the wrapper's `cache` (for `cache_info`, `cache_clear`)."""
+
+    def wrap(function: Callable[[str], T]) -> Callable[[str], T]:
+        cached = lru_cache(maxsize=maxsize)(function)
+
+        @wraps(function)
+        def read(sentence: str) -> T:
+            return cached(sentence) if len(sentence) <= CACHED_SENTENCE_CHARS else function(sentence)
+
+        read.cache = cached  # type: ignore[attr-defined]
+        return read
+
+    return wrap
+
+
+@sentence_cache(8192)
 def lexical_units(sentence: str) -> tuple[str, ...]:
     """The units shared words are counted in: each Han character, and each word of another script
     (lowercased, cut to its first six letters as a crude stem) that is not a function word.
@@ -62,20 +88,9 @@ def lexical_units(sentence: str) -> tuple[str, ...]:
     Counting letters as Han characters are counted makes any two English sentences share most of their
     bigrams ("th", "he", "in"): the overlap across a splice was 0.42 on English against 0.04 on Chinese.
 
-    Kept for the last 8,192 sentences of up to `CACHED_SENTENCE_CHARS` characters (an edited answer, a
-    secondary and a replay share most sentences); a longer one (a code block, a blob) is read each time,
-    so the cache's memory stays bounded.
-
     >>> lexical_units("用 Pandas 读取 the files")
     ('用', 'pandas', '读', '取', 'files')
     """
-    return _cached_units(sentence) if len(sentence) <= CACHED_SENTENCE_CHARS else _units(sentence)
-
-
-CACHED_SENTENCE_CHARS = 1000
-
-
-def _units(sentence: str) -> tuple[str, ...]:
     units = []
     for token in _UNIT_RE.findall(sentence.lower()):
         if HAN_RE.match(token):
@@ -83,9 +98,6 @@ def _units(sentence: str) -> tuple[str, ...]:
         elif len(token) > 2 and token not in FUNCTION_WORDS:
             units.append(token[:6])
     return tuple(units)
-
-
-_cached_units = lru_cache(maxsize=8192)(_units)
 
 
 def bigram_similarity(sentences: Sequence[str]) -> np.ndarray:

@@ -22,12 +22,12 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache, lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 
-from evaluators.coherence_cues import _OPENING_PUNCTUATION, CACHED_SENTENCE_CHARS
+from evaluators.coherence_cues import _OPENING_PUNCTUATION, sentence_cache
 
 HASH_BUCKETS = 2**15
 HEADS_PATH = Path(__file__).with_name("coherence_heads.npz")
@@ -56,20 +56,12 @@ def sentence_buckets(sentence: str) -> list[int]:
     return sorted({zlib.crc32(gram.encode("utf-8")) % HASH_BUCKETS for gram in sentence_grams(sentence)})
 
 
+@sentence_cache(16384)
 def _bucket_array(sentence: str) -> np.ndarray:
-    """`sentence_buckets` as an index array, kept for the last 16,384 sentences of up to 1,000
-    characters: a candidate that edits the primary's answer, a secondary and a replay share most of their
-    sentences; a longer one is hashed each time, so the cache's memory stays bounded."""
-    return _cached_buckets(sentence) if len(sentence) <= CACHED_SENTENCE_CHARS else _buckets(sentence)
-
-
-def _buckets(sentence: str) -> np.ndarray:
+    """`sentence_buckets` as a read-only index array, kept for recent sentences (`sentence_cache`)."""
     buckets = np.asarray(sentence_buckets(sentence), dtype=np.intp)
     buckets.flags.writeable = False
     return buckets
-
-
-_cached_buckets = lru_cache(maxsize=16384)(_buckets)
 
 
 def lexical_design(sentences: Sequence[str]):  # -> scipy.sparse.csr_matrix; scipy imported when fitting

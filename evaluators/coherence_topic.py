@@ -70,9 +70,7 @@ def contrast_profile(similarity: np.ndarray) -> np.ndarray:
     >>> contrast_profile(blocks).round(2).tolist()
     [0.8]
     """
-    stack = np.asarray(similarity, dtype=np.float64)
-    single = stack.ndim == 2
-    stack = stack[None] if single else stack
+    stack, single = _as_stack(similarity)
     n = stack.shape[-1]
     if n < 4:
         return np.zeros((0,) if single else (len(stack), 0))
@@ -92,6 +90,12 @@ def contrast_profile(similarity: np.ndarray) -> np.ndarray:
     within_pairs = gaps * (gaps - 1) + (n - gaps) * (n - gaps - 1)
     profile = (head + tail) / within_pairs - across / (2 * gaps * (n - gaps))
     return profile[0] if single else profile
+
+
+def _as_stack(similarity: np.ndarray) -> tuple[np.ndarray, bool]:
+    """A (k, n, n) float stack of `similarity`, and whether it was one (n, n) matrix."""
+    stack = np.asarray(similarity, dtype=np.float64)
+    return (stack[None], True) if stack.ndim == 2 else (stack, False)
 
 
 def best_contrast(similarity: np.ndarray) -> float:
@@ -117,9 +121,7 @@ def split_z_profile(similarity: np.ndarray, draws: int = 100) -> np.ndarray:
     >>> int(profile.argmax()) + 2, bool(profile.max() > 2.0)
     (4, True)
     """
-    stack = np.asarray(similarity, dtype=np.float64)
-    single = stack.ndim == 2
-    stack = stack[None] if single else stack
+    stack, single = _as_stack(similarity)
     n = stack.shape[-1]
     if n < 5:
         return np.zeros((0,) if single else (len(stack), 0))

@@ -14,7 +14,6 @@ import pytest
 from evaluators.coherence_cues import (
     CACHED_SENTENCE_CHARS,
     TextUnits,
-    _cached_units,
     lexical_units,
     tfidf_similarity,
 )
@@ -91,8 +90,9 @@ def test_ngram_codes_of_a_huge_vocabulary_number_the_same_ngrams_alike() -> None
 
 
 def test_long_sentences_stay_out_of_the_unit_cache() -> None:
-    _cached_units.cache_clear()  # a cache filled to its bound by earlier tests would not grow
+    cache = lexical_units.cache  # type: ignore[attr-defined]
+    cache.cache_clear()  # a cache filled to its bound by earlier tests would not grow
     lexical_units("长" * (CACHED_SENTENCE_CHARS + 1))
-    assert _cached_units.cache_info().currsize == 0
+    assert cache.cache_info().currsize == 0
     lexical_units("一句不长的话。")
-    assert _cached_units.cache_info().currsize == 1
+    assert cache.cache_info().currsize == 1
