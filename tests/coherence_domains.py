@@ -5,7 +5,7 @@ A **domain** is one kind of text in one language (Chinese news, Chinese technica
 dialogue, ...), read from one installed package by a function of `tests.corpora`. Its documents (an
 article, a chapter, a conversation, a story) are cut into **passages**: consecutive paragraphs of one
 document joined until the passage has >= 300 characters (and 200 Han characters in Chinese) and >= 6 sentences,
-the length of a long chat answer. Documents, in source order, go
+the length of a long chat answer, never across a heading or a dropped code block. Documents, in source order, go
 
 - first half: to fitting (`scripts/fit_coherence`): even documents to the logistic model's sets, odd ones to
   the learned heads;
@@ -43,7 +43,8 @@ class Domain:
     `gap`: how many documents apart a splice's two sources must be (People's Daily has no article ids:
     its "documents" are runs of lines, and neighbouring runs may be one article). `join`: whether
     consecutive paragraphs may make one passage (not in People's Daily, where the next line may open the
-    next article).
+    next article). `headings`: whether a short paragraph with no sentence end is a heading (not in
+    subtitles, where it is a turn: "Kramer: Hey").
     """
 
     name: str
@@ -53,6 +54,7 @@ class Domain:
     documents: Callable[[], list[list[str]]]
     gap: int = 1
     join: bool = True
+    headings: bool = True
 
 
 def _people_daily_documents() -> list[list[str]]:
@@ -94,7 +96,7 @@ DOMAINS: tuple[Domain, ...] = (
     Domain("en-news", "en", "news", "Lee corpus of Australian news (gensim test data)",
            _archive(corpora_archives.lee_articles)),
     Domain("en-dialogue", "en", "dialogue", "Seinfeld subtitles by speaker (seinfeld-laugh-corpus)",
-           _archive(corpora_archives.seinfeld_episodes)),
+           _archive(corpora_archives.seinfeld_episodes), headings=False),
     Domain("en-narrative", "en", "narrative", "Jane Austen's novels (r-cran-janeaustenr)",
            _archive(corpora_archives.austen_novels)),
 )  # fmt: skip
@@ -124,6 +126,7 @@ def passages(
     language: str,
     join: bool = True,
     *,
+    headings: bool = True,
     min_chars: int = MIN_CHARS,
     min_sentences: int = MIN_SENTENCES,
 ) -> list[list[str]]:
@@ -132,14 +135,18 @@ def passages(
     A passage ends at the end of a paragraph once it has >= `MIN_CHARS` characters and `min_sentences`
     sentences; a paragraph too long for that (a news article on one line) is cut at the first sentence end
     past `SOFT_MAX_CHARS`. With `join` false a passage never spans two paragraphs (People's Daily, where the
-    next line may open the next article). A run that passes `MAX_CHARS` unfinished is dropped.
+    next line may open the next article), and no passage spans a heading. A run that passes `MAX_CHARS`
+    unfinished, or that a heading interrupts, is dropped.
     """
     out: list[list[str]] = []
     run: list[str] = []
     for paragraph in paragraphs:
-        if not join:
+        heading = headings and _heading(paragraph)
+        if not join or heading:
+            # A heading (a chapter's, a section's, or the mark of a dropped code block) ends the run: a
+            # passage across one is two texts, not one untouched passage.
             run = []
-        if _heading(paragraph):
+        if heading:
             continue
         sentences = split_sentences(paragraph)
         for position, sentence in enumerate(sentences):
@@ -173,7 +180,8 @@ def pools(name: str) -> DomainPools:
     spec = domain(name)
     texts = spec.documents()
     documents = [
-        (index, passages(paragraphs, spec.language, spec.join)) for index, paragraphs in enumerate(texts)
+        (index, passages(paragraphs, spec.language, spec.join, headings=spec.headings))
+        for index, paragraphs in enumerate(texts)
     ]
     documents = [(index, found) for index, found in documents if found]
     total = sum(len(found) for _, found in documents)
@@ -189,7 +197,14 @@ def pools(name: str) -> DomainPools:
             if position % 2 == 0:
                 logistic += [(index, sentences) for sentences in found]
             else:  # the heads learn from every passage of four sentences or more, short ones too
-                short = passages(texts[index], spec.language, spec.join, min_chars=0, min_sentences=4)
+                short = passages(
+                    texts[index],
+                    spec.language,
+                    spec.join,
+                    headings=spec.headings,
+                    min_chars=0,
+                    min_sentences=4,
+                )
                 heads += [(index, sentences) for sentences in short]
         seen += len(found)
     return DomainPools(logistic, heads, validation)

@@ -38,8 +38,11 @@ _SETUP = "run `scripts/setup_corpora .venv/bin/python`"
 _TEX_DROPPED_ENVIRONMENTS = (
     "verbatim|lstlisting|example|code|LTXexample|tabular|table|figure|prompt|latexcode|ctexexam|"
     "equation|align|gather|eqnarray|displaymath|math|tikzpicture|minted|Verbatim|multicols|itemize|enumerate|"
-    "description"
+    "description|command|sourcecode|tabularx|thebibliography|trivlist"
 )
+_TEX_HEADINGS = r"\\(?:part|chapter|section|subsection|subsubsection|paragraph)\*?(?![A-Za-z])"
+TEX_GAP = "⁂"
+"""The paragraph a dropped environment leaves: a heading to `tests.coherence_domains.passages`."""
 _TEX_LOGOS = {"CTeX": "CTeX", "TeX": "TeX", "LaTeX": "LaTeX", "MiKTeX": "MiKTeX", "XeTeX": "XeTeX",
               "XeLaTeX": "XeLaTeX", "pdfLaTeX": "pdfLaTeX", "pdfTeX": "pdfTeX", "LaTeXe": "LaTeX2e",
               "BibTeX": "BibTeX", "ConTeXt": "ConTeXt", "LuaTeX": "LuaTeX", "CJK": "CJK"}  # fmt: skip
@@ -149,34 +152,61 @@ def _r_strings(record: bytes) -> list[str]:
 
 
 def tex_paragraphs(source: str) -> list[str]:
-    """Prose paragraphs of LaTeX source: comments, code and list environments dropped, logos spelt out,
-    formatting commands reduced to their text, other commands removed. Chinese lines join without space."""
+    r"""Prose paragraphs of LaTeX source: comments, code and list environments dropped, logos spelt out,
+    formatting commands reduced to their text, commands named in the prose (`\cmd{newcommand}`,
+    `\marg{code}`) written as a reader sees them, other commands removed. Chinese lines join without space.
+
+    A heading (`\section{...}`) is a paragraph of its own and a dropped environment leaves `TEX_GAP`, so that
+    `tests.coherence_domains.passages` never joins the prose before one with the prose after it: a passage
+    across a removed code block or a new section would be two texts glued, not one untouched passage.
+    """
     text = re.sub(r"(?<!\\)%.*", "", source)
-    text = re.sub(rf"\\begin\{{({_TEX_DROPPED_ENVIRONMENTS})\*?\}}.*?\\end\{{\1\*?\}}", "", text, flags=re.S)
+    text = re.sub(
+        rf"\\begin\{{({_TEX_DROPPED_ENVIRONMENTS})\*?\}}.*?\\end\{{\1\*?\}}",
+        f"\n\n{TEX_GAP}\n\n",
+        text,
+        flags=re.S,
+    )
+    text = re.sub(rf"({_TEX_HEADINGS})", r"\n\n\1", text)
     paragraphs = []
     for block in _blocks(text):
-        if re.match(
-            r"\\(?:chapter|section|subsection|subsubsection|Question|paragraph|item|begin|end)\b", block
-        ):
+        heading = re.match(rf"(?:{_TEX_HEADINGS})(?:\[[^\]]*\])?\{{((?:[^{{}}]|\{{[^{{}}]*\}})*)\}}", block)
+        if heading:
+            paragraphs.append(_tex_prose(heading.group(1)) or TEX_GAP)
+            block = block[heading.end() :]
+        elif re.match(r"\\(?:item|begin|end)\b", block):
             block = re.sub(r"^\\[A-Za-z]+\*?(?:\[[^\]]*\])?\{[^{}]*\}(?:\{[^{}]*\})*", "", block).strip()
-        for logo, spelt in _TEX_LOGOS.items():
-            block = re.sub(rf"\\{logo}(?![A-Za-z])(?:\{{\}})?", spelt, block)
-        for _ in range(3):  # nested formatting: \emph{\texttt{x}}
-            block = re.sub(r"\\(?:emph|textbf|texttt|textit|textsf|uline|pkg|cls|env|cmd|tn|code|file|prog|"
-                           r"meta|marg|oarg|hologo|kai|hei|song|fangsong|zihao|ctexkit|option|opt|key|name)"
-                           r"\*?(?:\[[^\]]*\])?\{([^{}]*)\}", r"\1", block)  # fmt: skip
-        block = re.sub(r"\\verb(.)(.*?)\1", r"\2", block)
-        block = re.sub(r"\\[A-Za-z@]+\*?(?:\[[^\]]*\])?(?:\{[^{}]*\})*", "", block)
-        block = re.sub(r"[{}]|\\\\|\\,|\\ ", "", block).replace("~", " ")
-        lines = [line.strip() for line in block.splitlines() if line.strip()]
-        paragraph = ""
-        for line in lines:
-            han_join = paragraph and re.match(r"[\u3000-\u9fff\uff00-\uffef]", paragraph[-1] + line[0])
-            paragraph += line if han_join or not paragraph else " " + line
-        paragraph = re.sub(r" +", " ", paragraph).strip()
+        paragraph = _tex_prose(block)
         if paragraph:
             paragraphs.append(paragraph)
     return paragraphs
+
+
+def _tex_prose(block: str) -> str:
+    """One block of LaTeX as the prose a reader sees."""
+    block = re.sub(r"\\(?:label|ref|pageref|eqref|index|cmdindex|envindex|pkgindex|cite|footnote|caption)"
+                   r"\*?(?:\[[^\]]*\])?\{(?:[^{}]|\{[^{}]*\})*\}", "", block)  # fmt: skip
+    for logo, spelt in _TEX_LOGOS.items():
+        block = re.sub(rf"\\{logo}(?![A-Za-z])(?:\{{\}})?", spelt, block)
+    # Commands named in the prose keep their backslash (a \0 here, so that the removal of other commands
+    # below spares them); arguments in a syntax line read as the manual prints them.
+    block = re.sub(r"\\(?:cmd|tn|csname)\{\\?([A-Za-z@]+\*?)\}", "\0\\1", block)
+    block = re.sub(r"\\(?:Arg|meta)\{([^{}]*)\}", "⟨\\1⟩", block)
+    block = re.sub(r"\\marg\{([^{}]*)\}", "{⟨\\1⟩}", block)
+    block = re.sub(r"\\oarg\{([^{}]*)\}", "[⟨\\1⟩]", block)
+    for _ in range(3):  # nested formatting: \emph{\texttt{x}}
+        block = re.sub(r"\\(?:emph|textbf|texttt|textit|textsf|uline|pkg|cls|env|code|file|prog|"
+                       r"hologo|kai|hei|song|fangsong|zihao|ctexkit|option|opt|key|name)"
+                       r"\*?(?:\[[^\]]*\])?\{([^{}]*)\}", r"\1", block)  # fmt: skip
+    block = re.sub(r"\\verb(.)(.*?)\1", r"\2", block)
+    block = re.sub(r"\\[A-Za-z@]+\*?(?:\[[^\]]*\])?(?:\{[^{}]*\})*", "", block)
+    block = re.sub(r"(?<![{⟨\[])[{}](?![⟩\]])|\\\\|\\,|\\ ", "", block).replace("~", " ").replace("\0", "\\")
+    lines = [line.strip() for line in block.splitlines() if line.strip()]
+    paragraph = ""
+    for line in lines:
+        han_join = paragraph and re.match(r"[\u3000-\u9fff\uff00-\uffef]", paragraph[-1] + line[0])
+        paragraph += line if han_join or not paragraph else " " + line
+    return re.sub(r" +", " ", paragraph).strip()
 
 
 _TEXLIVE_DOC = "usr/share/doc/texlive-doc/latex"

@@ -290,11 +290,15 @@ def test_position_features_read_the_order_of_predictions():
     assert position_features([0.3, 0.1])["position_rho"] == 0.0
 
 
-def test_shipped_head_puts_a_lead_before_its_conclusion():
-    lead = "新华社北京1月5日电 据了解，刘桥一矿去年实现利润三千万元。"
-    conclusion = "今后，我们要继续深化改革，进一步提高经济效益。"
-    early, late = default_heads().lexical_positions([lead, conclusion])
-    assert early < late
+def test_shipped_head_puts_leads_before_conclusions():
+    """On news passages it was not fitted on, the lexical head places a passage's first sentence before its
+    last one far more often than chance (one example either way proves little: R^2 is about 0.06)."""
+    from tests import coherence_domains
+
+    passages = [sentences for _, sentences in coherence_domains.pools("zh-news").validation[:300]]
+    positions = [default_heads().lexical_positions(sentences) for sentences in passages]
+    in_order = np.mean([predicted[0] < predicted[-1] for predicted in positions])
+    assert len(passages) == 300 and in_order >= 0.62, in_order
 
 
 @pytest.mark.parametrize("language", ["zh", "en"])
