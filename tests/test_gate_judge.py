@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -168,3 +169,45 @@ def test_datetime_now_default_window() -> None:
     now = datetime.now(UTC)
     records = [{"experiment": "e", "created_at": (now - timedelta(minutes=m)).isoformat()} for m in (1, 30)]
     assert evaluate_gate(records, since=timedelta(minutes=15))["n_pairs"] == 1
+
+
+def _mirror_path_delay(records: list[dict], extra: float, seed: int) -> list[dict]:
+    """The same records with the mirror path slower than the user's: the candidate's and the primary's
+    reruns' timings (both called by the sidecar in the background) each 0 to `extra` times longer."""
+    rng = random.Random(seed)
+    for record in records:
+        for side in ("candidate", "secondary"):
+            if record.get(f"{side}_latency_ms") is not None and record.get(f"{side}_status") == 200:
+                slower = 1.0 + rng.uniform(0, extra)
+                record[f"{side}_latency_ms"] *= slower
+                record[f"{side}_ttft_ms"] *= slower
+    return records
+
+
+def _check(result: dict, name: str) -> dict:
+    return next(c for c in result["checks"] if c["name"] == name)
+
+
+@pytest.mark.parametrize("check", ["latency_p95", "ttft_p95"])
+def test_a_slow_mirror_path_is_not_the_candidates_latency(pool, check: str) -> None:
+    # Without the reruns the path's delay reads as a slow candidate; with them it cancels out.
+    records = _mirror_path_delay(simulate_records("identical", 1200, 4, pool=pool), 0.8, 0)
+    passed = _check(evaluate_gate(records), check)
+    assert passed["verdict"] == "pass", passed["reason"]
+    assert "for the primary's reruns (" in passed["reason"]
+    assert "which take the same mirror path, slower than the users'" in passed["reason"]
+    no_reruns = [{**r, "secondary_latency_ms": None, "secondary_ttft_ms": None} for r in records]
+    assert _check(evaluate_gate(no_reruns), check)["verdict"] == "fail"
+
+
+def test_a_slow_candidate_fails_on_a_slow_mirror_path_too(pool) -> None:
+    records = _mirror_path_delay(simulate_records("slow_p95_1.5x", 1200, 4, pool=pool), 0.8, 0)
+    latency = _check(evaluate_gate(records), "latency_p95")
+    assert latency["verdict"] == "fail", latency["reason"]
+    assert "the primary's reruns" in latency["reason"]
+
+
+def test_the_primary_is_the_reference_where_the_mirror_path_adds_nothing(pool) -> None:
+    latency = _check(evaluate_gate(simulate_records("slow_p95_1.5x", 1200, 4, pool=pool)), "latency_p95")
+    assert latency["verdict"] == "fail"
+    assert "for the primary (" in latency["reason"] and "reruns" not in latency["reason"]

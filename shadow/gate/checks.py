@@ -240,18 +240,36 @@ def _p95_check(
         return nodata(out, f"no pair in the window records a {what}")
     if min(len(cand), len(base)) < need:
         return nodata(out, f"only {min(len(cand), len(base))} successful answers with a {what} (need {need})")
-    # A quantile test: if the candidate's P95 were no higher than the primary's, no more of its requests
-    # than of the primary's would exceed the primary's P95.
-    limit = stats.p95(base)
-    x_c = int(np.sum(np.asarray(cand) > limit))
-    x_b = int(np.sum(np.asarray(base) > limit))
-    ratio = stats.p95(cand) / limit if limit > 0 else 1.0
-    result = stats.rates_greater(x_c, len(cand), x_b, len(base), effect_size=ratio)
+    reference, against, path = base, "the primary", ""
+    if len(secondary) >= policy.min_noise_pairs:
+        # The sidecar calls the candidate in the background, beside the capture of both answers and after
+        # the user's request went out; the primary's reruns take that same path. Where they are measurably
+        # slower than the primary's answers to users, the path adds a delay of its own that only the
+        # reruns cancel (in the simulated demo a model answering in milliseconds looked 4.5x slower than
+        # itself); otherwise the primary's answers, the larger sample, are the reference.
+        overhead = _quantile_excess(secondary, base)
+        if overhead.p_value < policy.alpha and overhead.effect_size > 1.0:
+            reference, against = secondary, "the primary's reruns"
+            path = (
+                f", which take the same mirror path, slower than the users' ({stats.p95(base):.0f} ms for "
+                "the primary's answers to users)"
+            )
+    result = _quantile_excess(cand, reference)
     summary = (
-        f"the candidate's P95 {what} is {stats.p95(cand):.0f} ms vs {limit:.0f} ms for the primary "
-        f"({ratio:.2f}x, limit {policy.check(name).tolerance:.2g}x)"
+        f"the candidate's P95 {what} is {stats.p95(cand):.0f} ms vs {stats.p95(reference):.0f} ms for "
+        f"{against} ({result.effect_size:.2f}x, limit {policy.check(name).tolerance:.2g}x){path}"
     )
     return judge(out, result, policy.check(name).tolerance, policy, summary)
+
+
+def _quantile_excess(values: list[float], reference: list[float]) -> stats.TestResult:
+    """A quantile test: if the P95 of `values` were no higher than that of `reference`, no more of them
+    than of the reference would exceed the reference's P95. Effect: the ratio of the two P95s."""
+    limit = stats.p95(reference)
+    x_v = int(np.sum(np.asarray(values) > limit))
+    x_r = int(np.sum(np.asarray(reference) > limit))
+    ratio = stats.p95(values) / limit if limit > 0 else 1.0
+    return stats.rates_greater(x_v, len(values), x_r, len(reference), effect_size=ratio)
 
 
 OPERATIONAL_CHECKS: tuple[CheckSpec, ...] = (

@@ -60,7 +60,7 @@ OPERATIONAL_DEFAULTS: dict[str, CheckPolicy] = {
     "error_rate": CheckPolicy(critical=True, tolerance=0.02, min_pairs=20),
     # Effect: candidate failure rate / primary failure rate; fails above 1.5x.
     "failure_rate": CheckPolicy(critical=True, tolerance=1.5, min_pairs=20),
-    # Effect: candidate P95 / primary P95; fails above 1.3x.
+    # Effect: candidate P95 / primary P95 (the reruns' P95 where the mirror path is slower); fails above 1.3x.
     "latency_p95": CheckPolicy(critical=True, tolerance=1.3),
     "ttft_p95": CheckPolicy(critical=True, required=False, tolerance=1.3),
 }
