@@ -1,7 +1,8 @@
 """The learned parts of coherence: where a sentence belongs, and which sentence may follow which.
 
-Three small linear heads, fitted by `scripts/fit_coherence` on People's Daily paragraphs that
-`scripts/validate_evaluators` never draws, stored in `coherence_heads.npz`:
+Three small linear heads, fitted by `scripts/fit_coherence` on the heads' share of the fitting passages
+of every coherence domain but the held-out one (`tests.coherence_domains`: up to 400 passages each, none
+that `scripts/validate_evaluators` draws), stored in `coherence_heads.npz`:
 
 - **lexical position**: a ridge regression from a sentence's hashed characters (its first one to four and
   last one to three characters, its characters and character bigrams, its length) to its relative position
