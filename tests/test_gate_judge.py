@@ -211,3 +211,22 @@ def test_the_primary_is_the_reference_where_the_mirror_path_adds_nothing(pool) -
     latency = _check(evaluate_gate(simulate_records("slow_p95_1.5x", 1200, 4, pool=pool)), "latency_p95")
     assert latency["verdict"] == "fail"
     assert "for the primary (" in latency["reason"] and "reruns" not in latency["reason"]
+
+
+def test_a_pass_names_the_checks_it_could_not_judge() -> None:
+    from shadow.gate.judge import decide
+    from shadow.gate.policy import GatePolicy
+
+    def check(name: str, verdict: str, required: bool = True) -> dict:
+        return {"name": name, "verdict": verdict, "critical": False, "required": required, "weight": 1.0}
+
+    judged = [check("semantic_divergence", "pass"), check("loop_rate", "pass")]
+    assert decide(judged, GatePolicy())[2] == "all checks passed (score 100)."
+    verdict, score, reason = decide(
+        [*judged, check("coherence_break_rate", "nodata", required=False)], GatePolicy()
+    )
+    assert (verdict, score) == ("pass", 100.0)
+    assert (
+        reason
+        == "every check with a verdict passed (score 100); no verdict, not required: coherence_break_rate."
+    )

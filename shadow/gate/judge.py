@@ -130,6 +130,16 @@ def decide(checks: list[dict[str, Any]], policy: GatePolicy) -> tuple[Verdict, f
             f"score {score:.0f} is marginal (pass at {policy.pass_score:.0f}); failed: {names}; "
             "a person should look.",
         )
+    # A check that need not hold the verdict back (no long answers, no tool turns in the window) is still
+    # named: "all checks passed" would say it was judged.
+    unjudged = [c["name"] for c in checks if c["verdict"] in (CheckVerdict.NODATA, CheckVerdict.ERROR)]
+    if unjudged:
+        return (
+            Verdict.PASS,
+            score,
+            f"every check with a verdict passed (score {score:.0f}); no verdict, not required: "
+            f"{', '.join(unjudged)}.",
+        )
     return Verdict.PASS, score, f"all checks passed (score {score:.0f})."
 
 
